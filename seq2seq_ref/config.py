@@ -1,0 +1,82 @@
+"""Model configuration, shared by the NumPy reference and the JAX twin."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ATTENTION_TYPES = ("none", "bahdanau", "luong")
+
+
+def _require_int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes and choices of the encoder-decoder; see MATH.md for the symbols.
+
+    src_vocab_size, tgt_vocab_size: V_src, V_tgt, including the special tokens.
+    embed_dim: E.  hidden_dim: H (also the attention dimension A of Bahdanau).
+    num_layers: L, stacked LSTM layers on each side.
+    bidirectional: encoder reads both directions; keys then have K = 2H features.
+    attention: "none" (Sutskever 2014), "bahdanau" (additive, 2014), "luong" (general, 2015).
+    dropout: inverted-dropout rate on embeddings, between layers and before the
+        output projection; > 0 needs an explicit seed at training time.
+    label_smoothing: epsilon of the smoothed cross-entropy (0 = plain).
+    pad_id, bos_id, eos_id: special token ids, the same in both vocabularies.
+    """
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    embed_dim: int
+    hidden_dim: int
+    num_layers: int = 1
+    bidirectional: bool = False
+    attention: str = "bahdanau"
+    dropout: float = 0.0
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require_int("src_vocab_size", self.src_vocab_size, 3)
+        _require_int("tgt_vocab_size", self.tgt_vocab_size, 3)
+        _require_int("embed_dim", self.embed_dim, 1)
+        _require_int("hidden_dim", self.hidden_dim, 1)
+        _require_int("num_layers", self.num_layers, 1)
+        if not isinstance(self.bidirectional, bool):
+            raise ValueError(f"bidirectional: expected a bool, got {self.bidirectional!r}")
+        if self.attention not in ATTENTION_TYPES:
+            raise ValueError(f"attention: expected one of {ATTENTION_TYPES}, got {self.attention!r}")
+        for name in ("dropout", "label_smoothing"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(f"{name}: expected a float in [0, 1), got {value!r}")
+        specials = {"pad_id": self.pad_id, "bos_id": self.bos_id, "eos_id": self.eos_id}
+        smallest_vocab = min(self.src_vocab_size, self.tgt_vocab_size)
+        for name, value in specials.items():
+            _require_int(name, value, 0)
+            if value >= smallest_vocab:
+                raise ValueError(f"{name}: expected an id below both vocabulary sizes ({smallest_vocab}), got {value}")
+        if len(set(specials.values())) != 3:
+            raise ValueError(f"pad_id, bos_id, eos_id: expected three distinct ids, got {specials}")
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def key_dim(self) -> int:
+        """K: features of one encoder annotation (the attention keys)."""
+        return self.hidden_dim * self.num_directions
+
+    @property
+    def attention_dim(self) -> int:
+        """A: width of Bahdanau's hidden scoring layer."""
+        return self.hidden_dim
+
+    @property
+    def output_dim(self) -> int:
+        """F: features fed to the output projection (h_t, or Luong's attentional state)."""
+        return self.hidden_dim

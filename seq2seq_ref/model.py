@@ -1,0 +1,108 @@
+"""The whole model: forward to the loss, backward to every parameter.
+
+forward -> (loss, cache) and backward(cache) -> grads can be stepped through in
+a debugger next to MATH.md; loss_and_grads validates inputs and runs both.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .batch import Batch, length_mask
+from .config import ModelConfig
+from .decoder import decoder_backward, decoder_forward
+from .encoder import encoder_backward, encoder_forward
+from .layers import (
+    affine_backward,
+    affine_forward,
+    dropout_backward,
+    dropout_forward,
+    embedding_backward,
+    embedding_forward,
+    softmax_cross_entropy,
+)
+from .validation import check_batch, check_config, check_params
+
+
+def dropout_mask_shapes(config: ModelConfig, batch: Batch) -> dict[str, tuple[int, ...]]:
+    """Where dropout applies (D1): embeddings, inputs of layers >= 1, output features."""
+    (B, S), T = batch.src.shape, batch.tgt_in.shape[1]
+    shapes = {"src_embed": (B, S, config.embed_dim), "tgt_embed": (B, T, config.embed_dim)}
+    for layer in range(1, config.num_layers):
+        shapes[f"encoder/l{layer}"] = (B, S, config.key_dim)
+        shapes[f"decoder/l{layer}"] = (B, T, config.hidden_dim)
+    shapes["output"] = (B, T, config.output_dim)
+    return shapes
+
+
+def make_dropout_masks(config: ModelConfig, batch: Batch, dtype, dropout_rng) -> dict[str, np.ndarray]:
+    """Inverted-dropout keep masks (0 or 1/(1-p)), drawn in a fixed order; {} when dropout is 0."""
+    if config.dropout == 0.0:
+        return {}
+    if dropout_rng is None:
+        raise ValueError(
+            f"dropout_rng: expected a seed or numpy Generator because config.dropout={config.dropout} "
+            "(explicit so runs repeat exactly), got None"
+        )
+    rng = np.random.default_rng(dropout_rng)
+    keep = 1.0 - config.dropout
+    return {
+        name: ((rng.random(shape) < keep) / keep).astype(dtype)
+        for name, shape in dropout_mask_shapes(config, batch).items()
+    }
+
+
+def forward(params, config: ModelConfig, batch: Batch, dropout_rng=None):
+    """Teacher-forced forward pass to the mean token loss; no validation (see loss_and_grads).
+
+    Returns loss (a scalar of the params' dtype) and the cache for backward.
+    """
+    dtype = params["output/W"].dtype
+    masks = make_dropout_masks(config, batch, dtype, dropout_rng)
+    src_mask = length_mask(batch.src_lengths, batch.src.shape[1])
+    tgt_mask = length_mask(batch.tgt_lengths, batch.tgt_in.shape[1])
+
+    x, src_embed_cache = embedding_forward(batch.src, params["src_embed/W"])            # (E1)
+    x = dropout_forward(x, masks.get("src_embed"))
+    keys, init_states, encoder_cache = encoder_forward(x, batch.src_lengths, params, config, masks)
+    y, tgt_embed_cache = embedding_forward(batch.tgt_in, params["tgt_embed/W"])         # (E1)
+    y = dropout_forward(y, masks.get("tgt_embed"))
+    features, alpha, decoder_cache = decoder_forward(
+        y, batch.tgt_lengths, init_states, keys, src_mask, params, config, masks
+    )
+    features = dropout_forward(features, masks.get("output"))
+    logits, output_cache = affine_forward(features, params["output/W"], params["output/b"])  # (O1)
+    loss, dlogits = softmax_cross_entropy(logits, batch.tgt_out, tgt_mask, config.label_smoothing)  # (O2)
+    cache = (masks, src_embed_cache, encoder_cache, tgt_embed_cache, decoder_cache, output_cache, dlogits)
+    return loss, cache
+
+
+def backward(cache, dloss=1.0):
+    """Gradients of dloss * loss for every parameter: a dict with the params' names."""
+    masks, src_embed_cache, encoder_cache, tgt_embed_cache, decoder_cache, output_cache, dlogits = cache
+    grads = {}
+    dfeatures, grads["output/W"], grads["output/b"] = affine_backward(dloss * dlogits, output_cache)  # (O1')
+    dfeatures = dropout_backward(dfeatures, masks.get("output"))
+    dy, dinit_states, dkeys, decoder_grads = decoder_backward(dfeatures, decoder_cache)
+    dy = dropout_backward(dy, masks.get("tgt_embed"))
+    grads["tgt_embed/W"] = embedding_backward(dy, tgt_embed_cache)
+    dx, encoder_grads = encoder_backward(dkeys, dinit_states, encoder_cache)
+    dx = dropout_backward(dx, masks.get("src_embed"))
+    grads["src_embed/W"] = embedding_backward(dx, src_embed_cache)
+    grads.update(decoder_grads)
+    grads.update(encoder_grads)
+    return grads
+
+
+def loss_and_grads(params, config: ModelConfig, batch: Batch, dropout_rng=None):
+    """Mean cross-entropy over real target tokens and its gradient.
+
+    params: the flat dict of init_params; config: ModelConfig; batch: Batch
+    dropout_rng: seed or numpy Generator, required when config.dropout > 0
+    Returns (loss, grads), grads with the params' names, shapes and dtype.
+    """
+    check_config(config)
+    dtype = check_params(params, config)
+    batch = check_batch(batch, config)
+    loss, cache = forward(params, config, batch, dropout_rng)
+    grads = backward(cache)
+    return dtype.type(loss), {name: grads[name].astype(dtype, copy=False) for name in params}

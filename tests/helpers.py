@@ -1,0 +1,23 @@
+"""Small builders shared by the tests."""
+import numpy as np
+
+from seq2seq_ref import ModelConfig, init_params, make_batch
+from seq2seq_ref.gradcheck import relative_error
+
+
+def ragged_batch(config: ModelConfig, rng, batch_size=3, src_len=5, tgt_len=4, src_width=None, tgt_width=None):
+    src_lengths = rng.integers(1, src_len + 1, size=batch_size)
+    tgt_lengths = rng.integers(0, tgt_len, size=batch_size)
+    src = [rng.integers(3, config.src_vocab_size, size=n).tolist() for n in src_lengths]
+    tgt = [rng.integers(3, config.tgt_vocab_size, size=n).tolist() for n in tgt_lengths]
+    return make_batch(src, tgt, config, src_width=src_width, tgt_width=tgt_width)
+
+
+def float64_params(config, seed=0, scale=0.3):
+    rng = np.random.default_rng(seed)
+    return {k: v + scale * rng.standard_normal(v.shape) for k, v in init_params(config, seed, np.float64).items()}
+
+
+def assert_close_rel(analytic, numeric, bound, tiny=1e-5):
+    err = float(np.max(relative_error(np.asarray(analytic), np.asarray(numeric), tiny)))
+    assert err <= bound, f"max relative error {err:.3e} > {bound:.0e}"

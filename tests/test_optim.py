@@ -1,0 +1,62 @@
+"""The optimisers follow optax's formulas (stated in seq2seq_ref/optim.py)."""
+import numpy as np
+import pytest
+
+from seq2seq_ref.optim import adam, apply_updates, chain, clip_by_global_norm, global_norm, sgd
+
+
+def test_adam_two_steps_by_hand():
+    lr, b1, b2, eps = 0.1, 0.9, 0.999, 1e-8
+    params = {"w": np.array([1.0, -2.0])}
+    g1, g2 = np.array([0.5, -1.0]), np.array([-0.25, 3.0])
+    opt = adam(lr, b1, b2, eps)
+    state = opt.init(params)
+    u1, state = opt.update({"w": g1}, state)
+    u2, state = opt.update({"w": g2}, state)
+    m1, v1 = (1 - b1) * g1, (1 - b2) * g1**2
+    np.testing.assert_allclose(u1["w"], -lr * (m1 / (1 - b1)) / (np.sqrt(v1 / (1 - b2)) + eps), rtol=1e-15)
+    m2, v2 = b1 * m1 + (1 - b1) * g2, b2 * v1 + (1 - b2) * g2**2
+    np.testing.assert_allclose(u2["w"], -lr * (m2 / (1 - b1**2)) / (np.sqrt(v2 / (1 - b2**2)) + eps), rtol=1e-15)
+    assert state["count"] == 2
+
+
+def test_adam_first_step_is_lr_times_sign():
+    opt = adam(0.01)
+    updates, _ = opt.update({"w": np.array([3.0, -1e-3])}, opt.init({"w": np.zeros(2)}))
+    np.testing.assert_allclose(updates["w"], [-0.01, 0.01], rtol=1e-4)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_with_momentum_by_hand(momentum):
+    opt = sgd(0.5, momentum)
+    g1, g2 = np.array([1.0, 2.0]), np.array([-1.0, 0.5])
+    state = opt.init({"w": np.zeros(2)})
+    u1, state = opt.update({"w": g1}, state)
+    u2, state = opt.update({"w": g2}, state)
+    np.testing.assert_allclose(u1["w"], -0.5 * g1)
+    np.testing.assert_allclose(u2["w"], -0.5 * (g2 + momentum * g1))
+
+
+def test_clip_by_global_norm():
+    clip = clip_by_global_norm(1.0)
+    grads = {"a": np.array([3.0]), "b": np.array([4.0])}
+    clipped, _ = clip.update(grads, clip.init(grads))
+    assert np.isclose(global_norm(clipped), 1.0)
+    np.testing.assert_allclose(clipped["a"], [0.6])
+    small = {"a": np.array([0.3]), "b": np.array([0.4])}
+    assert clip.update(small, ())[0] is small
+
+
+def test_chain_and_apply_updates_keep_dtype():
+    params = {"w": np.ones(3, dtype=np.float32)}
+    opt = chain(clip_by_global_norm(1.0), adam(0.1))
+    updates, _ = opt.update({"w": np.full(3, 10.0, dtype=np.float32)}, opt.init(params))
+    new = apply_updates(params, updates)
+    assert new["w"].dtype == np.float32 and np.all(new["w"] < 1)
+
+
+@pytest.mark.parametrize("make", [lambda: adam(-1.0), lambda: adam(0.1, b1=1.0), lambda: sgd(0.1, momentum=-1),
+                                  lambda: clip_by_global_norm(0.0)])
+def test_bad_hyperparameters_are_rejected(make):
+    with pytest.raises(ValueError, match="expected"):
+        make()

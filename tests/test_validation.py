@@ -1,0 +1,112 @@
+"""Bad input is refused up front with a ValueError naming the argument, the expectation and the value."""
+import numpy as np
+import pytest
+
+from seq2seq_ref import Batch, ModelConfig, init_params, loss_and_grads, make_batch
+from seq2seq_ref.decode import beam_search, greedy_decode
+
+CONFIG = ModelConfig(9, 8, 3, 4, attention="luong")
+
+
+@pytest.fixture
+def good():
+    params = init_params(CONFIG, 0, np.float64)
+    batch = make_batch([[3, 4, 5], [6]], [[3, 4], [5, 6, 7]], CONFIG)
+    return params, batch
+
+
+def _batch(batch, **changes):
+    return batch._replace(**changes)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(attention="dot"), r"attention: expected one of \('none', 'bahdanau', 'luong'\), got 'dot'"),
+    (dict(hidden_dim=0), r"hidden_dim: expected an int >= 1, got 0"),
+    (dict(hidden_dim=4.0), r"hidden_dim: expected an int >= 1, got 4.0"),
+    (dict(num_layers=True), r"num_layers: expected an int >= 1, got True"),
+    (dict(dropout=1.0), r"dropout: expected a float in \[0, 1\), got 1.0"),
+    (dict(label_smoothing=-0.1), r"label_smoothing: expected a float in \[0, 1\), got -0.1"),
+    (dict(eos_id=9), r"eos_id: expected an id below both vocabulary sizes \(8\), got 9"),
+    (dict(eos_id=0), r"three distinct ids"),
+    (dict(bidirectional="yes"), r"bidirectional: expected a bool, got 'yes'"),
+])
+def test_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ModelConfig(**{**dict(src_vocab_size=9, tgt_vocab_size=8, embed_dim=3, hidden_dim=4), **kwargs})
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda b: _batch(b, src=np.array([[3, 4, 9], [6, 0, 0]])), r"src: expected token ids in \[0, 9\), got 9 at \[0, 2\]"),
+    (lambda b: _batch(b, tgt_out=np.where(b.tgt_out == 4, -1, b.tgt_out)), r"tgt_out: expected token ids in \[0, 8\), got -1"),
+    (lambda b: _batch(b, tgt_in=b.tgt_in + 7), r"tgt_in: expected token ids in \[0, 8\)"),
+    (lambda b: _batch(b, src_lengths=np.array([3, 0])), r"src_lengths: expected lengths in \[1, 3\] \(the padded width\), got 0 at \[1\]"),
+    (lambda b: _batch(b, src_lengths=np.array([4, 1])), r"src_lengths: expected lengths in \[1, 3\] \(the padded width\), got 4 at \[0\]"),
+    (lambda b: _batch(b, tgt_lengths=np.array([3, 9])), r"tgt_lengths: expected lengths in \[1, 4\]"),
+    (lambda b: _batch(b, src_lengths=np.array([3])), r"src_lengths: expected shape \(2,\), got \(1,\)"),
+    (lambda b: _batch(b, src=b.src.astype(np.float32)), r"src: expected an integer array, got dtype float32"),
+    (lambda b: _batch(b, src=b.src[0]), r"src: expected 2 dimensions, got shape \(3,\)"),
+    (lambda b: _batch(b, tgt_out=b.tgt_out[:, :2]), r"tgt_out: expected the shape of tgt_in \(2, 4\), got \(2, 2\)"),
+    (lambda b: _batch(b, tgt_in=b.tgt_in[:1]), r"tgt_in: expected shape \(2, T\) with T >= 1, got \(1, 4\)"),
+    (lambda b: tuple(b), r"batch: expected a seq2seq_ref.Batch, got tuple"),
+])
+def test_bad_batch(good, change, match):
+    params, batch = good
+    with pytest.raises(ValueError, match=match):
+        loss_and_grads(params, CONFIG, change(batch))
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda p: {**p, "output/W": p["output/W"].T}, r"params\['output/W'\]: expected shape \(4, 8\), got \(8, 4\)"),
+    (lambda p: {**p, "output/b": p["output/b"].astype(np.float32)}, r"params: expected one floating dtype .* mix of \['float32', 'float64'\]"),
+    (lambda p: {k: v for k, v in p.items() if k != "attention/W_a"}, r"missing \['attention/W_a'\]"),
+    (lambda p: {**p, "attention/v": np.zeros(4)}, r"unexpected \['attention/v'\]"),
+    (lambda p: {**p, "output/b": np.zeros(8, dtype=np.int64)}, r"params\['output/b'\]: expected a floating dtype, got int64"),
+])
+def test_bad_params(good, change, match):
+    params, batch = good
+    with pytest.raises(ValueError, match=match):
+        loss_and_grads(change(params), CONFIG, batch)
+
+
+def test_params_of_another_attention_are_refused(good):
+    _, batch = good
+    other = init_params(ModelConfig(9, 8, 3, 4, attention="bahdanau"), 0)
+    with pytest.raises(ValueError, match=r"attention='luong'"):
+        loss_and_grads(other, CONFIG, batch)
+
+
+def test_config_type_is_checked(good):
+    params, batch = good
+    with pytest.raises(ValueError, match=r"config: expected a seq2seq_ref.ModelConfig, got dict"):
+        loss_and_grads(params, {"attention": "luong"}, batch)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda p, b: greedy_decode(p, CONFIG, b.src, b.src_lengths, 0), r"max_len: expected an int >= 1, got 0"),
+    (lambda p, b: beam_search(p, CONFIG, b.src, b.src_lengths, 0, 5), r"beam_size: expected an int >= 1, got 0"),
+    (lambda p, b: beam_search(p, CONFIG, b.src, b.src_lengths, 9, 5), r"beam_size: expected at most tgt_vocab_size \(8\), got 9"),
+    (lambda p, b: beam_search(p, CONFIG, b.src, b.src_lengths, 2, 5, -1.0), r"length_penalty: expected a float >= 0, got -1.0"),
+    (lambda p, b: greedy_decode(p, CONFIG, b.src + 20, b.src_lengths, 3), r"src: expected token ids in \[0, 9\)"),
+    (lambda p, b: greedy_decode(p, CONFIG, b.src, np.array([1, 2, 3]), 3), r"src_lengths: expected shape \(2,\)"),
+])
+def test_bad_decode_arguments(good, call, match):
+    params, batch = good
+    with pytest.raises(ValueError, match=match):
+        call(params, batch)
+
+
+@pytest.mark.parametrize("src,tgt,match", [
+    ([[3], []], [[4], [5]], r"src_seqs\[1\]: expected a non-empty sequence, got length 0"),
+    ([[3]], [[4], [5]], r"tgt_seqs: expected as many sequences as src_seqs \(1\), got 2"),
+    ([[3.5]], [[4]], r"src_seqs\[0\]: expected integer token ids, got 3.5"),
+    ([[3, 99]], [[4]], r"src: expected token ids in \[0, 9\), got 99"),
+    ([], [], r"src_seqs: expected at least one sequence, got none"),
+])
+def test_bad_make_batch(src, tgt, match):
+    with pytest.raises(ValueError, match=match):
+        make_batch(src, tgt, CONFIG)
+
+
+def test_init_params_rejects_integer_dtype():
+    with pytest.raises(ValueError, match=r"dtype: expected a floating dtype, got int32"):
+        init_params(CONFIG, 0, np.int32)
