@@ -13,7 +13,7 @@ from .batch import length_mask
 from .decoder import Memory, decoder_step_forward, make_memory
 from .encoder import encoder_forward
 from .layers import log_softmax
-from .validation import check_config, check_decode_args, check_params, check_source
+from .validation import check_decode_inputs
 
 
 def encode(params, config, src, src_lengths):
@@ -34,14 +34,6 @@ def step_log_probs(params, config, tokens, states, memory: Memory):
     return log_p, states, alpha
 
 
-def _validate(params, config, src, src_lengths, max_len, beam_size=None, length_penalty=None):
-    check_config(config)
-    check_params(params, config)
-    src, src_lengths = check_source(src, src_lengths, config)
-    check_decode_args(max_len, beam_size, length_penalty, config)
-    return src, src_lengths
-
-
 def greedy_decode(params, config, src, src_lengths, max_len):
     """Pick the most likely token at every step until EOS or max_len.
 
@@ -49,7 +41,7 @@ def greedy_decode(params, config, src, src_lengths, max_len):
     Returns tokens int[B, max_len] (EOS included, pad after it) and the
     attention weights [B, max_len, S] (0 after EOS), or None without attention.
     """
-    src, src_lengths = _validate(params, config, src, src_lengths, max_len)
+    src, src_lengths = check_decode_inputs(params, config, src, src_lengths, max_len)
     memory, states = encode(params, config, src, src_lengths)
     B, S = src.shape
     tokens = np.full((B, max_len), config.pad_id, dtype=np.int64)
@@ -82,7 +74,7 @@ def beam_search(params, config, src, src_lengths, beam_size, max_len, length_pen
     Returns tokens int[B, beam_size, max_len] and scores [B, beam_size],
     best first.
     """
-    src, src_lengths = _validate(params, config, src, src_lengths, max_len, beam_size, length_penalty)
+    src, src_lengths = check_decode_inputs(params, config, src, src_lengths, max_len, beam_size, length_penalty)
     memory, states = encode(params, config, src, src_lengths)
     B, K, V = src.shape[0], beam_size, config.tgt_vocab_size
     memory = Memory(*(None if m is None else np.repeat(m, K, axis=0) for m in memory))

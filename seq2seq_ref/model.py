@@ -20,7 +20,7 @@ from .layers import (
     embedding_forward,
     softmax_cross_entropy,
 )
-from .validation import check_batch, check_config, check_params
+from .validation import check_batch, check_config, check_dropout_rng, check_params
 
 
 def dropout_mask_shapes(config: ModelConfig, batch: Batch) -> dict[str, tuple[int, ...]]:
@@ -36,13 +36,9 @@ def dropout_mask_shapes(config: ModelConfig, batch: Batch) -> dict[str, tuple[in
 
 def make_dropout_masks(config: ModelConfig, batch: Batch, dtype, dropout_rng) -> dict[str, np.ndarray]:
     """Inverted-dropout keep masks (0 or 1/(1-p)), drawn in a fixed order; {} when dropout is 0."""
+    check_dropout_rng(config, dropout_rng)
     if config.dropout == 0.0:
         return {}
-    if dropout_rng is None:
-        raise ValueError(
-            f"dropout_rng: expected a seed or numpy Generator because config.dropout={config.dropout} "
-            "(explicit so runs repeat exactly), got None"
-        )
     rng = np.random.default_rng(dropout_rng)
     keep = 1.0 - config.dropout
     return {
@@ -103,6 +99,7 @@ def loss_and_grads(params, config: ModelConfig, batch: Batch, dropout_rng=None):
     check_config(config)
     dtype = check_params(params, config)
     batch = check_batch(batch, config)
+    check_dropout_rng(config, dropout_rng)
     loss, cache = forward(params, config, batch, dropout_rng)
     grads = backward(cache)
     return dtype.type(loss), {name: grads[name].astype(dtype, copy=False) for name in params}

@@ -37,9 +37,9 @@ def check_id_sequences(name: str, sequences: Sequence[Sequence[int]], allow_empt
                 raise ValueError(f"{name}[{row}]: expected integer token ids, got {token!r}")
 
 
-def check_tokens(name: str, tokens: np.ndarray, vocab_size: int, valid: np.ndarray) -> None:
-    """Ids at valid positions must lie in [0, vocab_size)."""
-    bad = valid & ((tokens < 0) | (tokens >= vocab_size))
+def check_tokens(name: str, tokens: np.ndarray, vocab_size: int) -> None:
+    """Every id, padding included (it is still looked up), must lie in [0, vocab_size)."""
+    bad = (tokens < 0) | (tokens >= vocab_size)
     if bad.any():
         row, col = map(int, np.argwhere(bad)[0])
         raise ValueError(
@@ -65,8 +65,7 @@ def check_source(src, src_lengths, config: ModelConfig) -> tuple[np.ndarray, np.
     if src.shape[0] == 0 or src.shape[1] == 0:
         raise ValueError(f"src: expected a non-empty [B, S] array, got shape {src.shape}")
     check_lengths("src_lengths", src_lengths, src.shape[0], src.shape[1])
-    valid = np.arange(src.shape[1])[None, :] < src_lengths[:, None]
-    check_tokens("src", src, config.src_vocab_size, valid)
+    check_tokens("src", src, config.src_vocab_size)
     return src, src_lengths
 
 
@@ -85,9 +84,8 @@ def check_batch(batch, config: ModelConfig):
     if tgt_out.shape != tgt_in.shape:
         raise ValueError(f"tgt_out: expected the shape of tgt_in {tgt_in.shape}, got {tgt_out.shape}")
     check_lengths("tgt_lengths", tgt_lengths, tgt_in.shape[0], tgt_in.shape[1])
-    valid = np.arange(tgt_in.shape[1])[None, :] < tgt_lengths[:, None]
-    check_tokens("tgt_in", tgt_in, config.tgt_vocab_size, valid)
-    check_tokens("tgt_out", tgt_out, config.tgt_vocab_size, valid)
+    check_tokens("tgt_in", tgt_in, config.tgt_vocab_size)
+    check_tokens("tgt_out", tgt_out, config.tgt_vocab_size)
     return Batch(src, src_lengths, tgt_in, tgt_out, tgt_lengths)
 
 
@@ -134,3 +132,20 @@ def check_decode_args(max_len, beam_size=None, length_penalty=None, config: Mode
     if length_penalty is not None:
         if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) or length_penalty < 0:
             raise ValueError(f"length_penalty: expected a float >= 0, got {length_penalty!r}")
+
+
+def check_dropout_rng(config: ModelConfig, dropout_rng) -> None:
+    if config.dropout > 0.0 and dropout_rng is None:
+        raise ValueError(
+            f"dropout_rng: expected a seed or random generator because config.dropout={config.dropout} "
+            "(explicit so runs repeat exactly), got None"
+        )
+
+
+def check_decode_inputs(params, config, src, src_lengths, max_len, beam_size=None, length_penalty=None):
+    """Everything greedy_decode / beam_search take; returns (src, src_lengths) as numpy arrays."""
+    check_config(config)
+    check_params(params, config)
+    src, src_lengths = check_source(src, src_lengths, config)
+    check_decode_args(max_len, beam_size, length_penalty, config)
+    return src, src_lengths

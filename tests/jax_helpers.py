@@ -1,0 +1,29 @@
+"""Hypothesis strategies for the agreement suite."""
+import numpy as np
+from hypothesis import strategies as st
+
+from seq2seq_ref import ModelConfig, init_params, make_batch
+
+
+@st.composite
+def agreement_problems(draw, dtype=np.float64):
+    """A random config (vocabularies 3-50, embed/hidden 1-32, 1-2 layers, both directions, every
+    attention), random float params and a ragged batch (1-8 rows, lengths 1-12)."""
+    config = ModelConfig(
+        src_vocab_size=draw(st.integers(3, 50)), tgt_vocab_size=draw(st.integers(3, 50)),
+        embed_dim=draw(st.integers(1, 32)), hidden_dim=draw(st.integers(1, 32)),
+        num_layers=draw(st.integers(1, 2)), bidirectional=draw(st.booleans()),
+        attention=draw(st.sampled_from(["none", "bahdanau", "luong"])),
+    )
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    batch_size = draw(st.integers(1, 8))
+    src_lengths = rng.integers(1, 13, size=batch_size)
+    tgt_lengths = rng.integers(0, 12, size=batch_size)  # + EOS: 1..12 decoder steps
+    src = [rng.integers(0, config.src_vocab_size, size=n).tolist() for n in src_lengths]
+    tgt = [rng.integers(3, config.tgt_vocab_size, size=n).tolist() if config.tgt_vocab_size > 3 else [0] * n
+           for n in tgt_lengths]
+    batch = make_batch(src, tgt, config)
+    params = {k: (v + 0.5 * rng.standard_normal(v.shape)).astype(dtype)
+              for k, v in init_params(config, seed, np.float64).items()}
+    return config, params, batch

@@ -1,0 +1,83 @@
+"""The JAX twin is the reference model: property tests over random configurations.
+
+float64 (jax_enable_x64): loss <= 1e-10 relative; gradients <= 1e-9 relative
+with an absolute floor of 1e-12; one optax Adam step <= 1e-10; greedy tokens
+and beam hypotheses identical.  float32: loss <= 1e-5, gradients <= 1e-4.
+"""
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import json  # noqa: E402
+
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+
+import seq2seq_jax  # noqa: E402
+from seq2seq_lab.cli import main  # noqa: E402
+from seq2seq_ref import loss_and_grads  # noqa: E402
+from seq2seq_ref.decode import beam_search, greedy_decode  # noqa: E402
+from seq2seq_ref.gradcheck import relative_error  # noqa: E402
+from seq2seq_ref.optim import adam, apply_updates  # noqa: E402
+from tests.jax_helpers import agreement_problems  # noqa: E402
+
+
+def max_rel(a, b, tiny):
+    return float(np.max(relative_error(np.asarray(a, np.float64), np.asarray(b, np.float64), tiny)))
+
+
+@settings(max_examples=12)
+@given(agreement_problems(np.float64))
+def test_float64_agreement(problem):
+    config, params, batch = problem
+    loss, grads = loss_and_grads(params, config, batch)
+    jax_loss, jax_grads = seq2seq_jax.loss_and_grads(params, config, batch)
+    assert abs(float(jax_loss) - loss) <= 1e-10 * abs(loss)
+    for name in grads:
+        assert max_rel(grads[name], jax_grads[name], 1e-3) <= 1e-9, name
+
+    reference_adam, optax_adam = adam(1e-2), optax.adam(1e-2)
+    updates, _ = reference_adam.update(grads, reference_adam.init(params))
+    stepped = apply_updates(params, updates)
+    jax_updates, _ = jax.jit(optax_adam.update)(jax_grads, optax_adam.init(jax_grads))
+    jax_stepped = optax.apply_updates(params, jax_updates)
+    for name in params:
+        assert max_rel(stepped[name], jax_stepped[name], 1e-3) <= 1e-10, name
+
+    max_len = int(batch.tgt_in.shape[1]) + 2
+    tokens, weights = greedy_decode(params, config, batch.src, batch.src_lengths, max_len)
+    jax_tokens, jax_weights = seq2seq_jax.greedy_decode(params, config, batch.src, batch.src_lengths, max_len)
+    np.testing.assert_array_equal(np.asarray(jax_tokens), tokens)
+    if weights is not None:
+        np.testing.assert_allclose(np.asarray(jax_weights), weights, rtol=1e-9, atol=1e-12)
+    beam_size = min(3, config.tgt_vocab_size)
+    hyps, scores = beam_search(params, config, batch.src, batch.src_lengths, beam_size, max_len, 0.6)
+    jax_hyps, jax_scores = seq2seq_jax.beam_search(params, config, batch.src, batch.src_lengths, beam_size,
+                                                   max_len, 0.6)
+    np.testing.assert_array_equal(np.asarray(jax_hyps), hyps)
+    np.testing.assert_allclose(np.asarray(jax_scores), scores, rtol=1e-10)
+
+
+@settings(max_examples=8)
+@given(agreement_problems(np.float32))
+def test_float32_agreement(problem):
+    config, params, batch = problem
+    loss, grads = loss_and_grads(params, config, batch)
+    jax_loss, jax_grads = seq2seq_jax.loss_and_grads(params, config, batch)
+    assert jax_loss.dtype == np.float32 and all(g.dtype == np.float32 for g in jax_grads.values())
+    assert abs(float(jax_loss) - loss) <= 1e-5 * abs(loss)
+    for name in grads:
+        assert max_rel(grads[name], jax_grads[name], 1e-2) <= 1e-4, name
+
+
+@pytest.mark.parametrize("attention", ["none", "bahdanau", "luong"])
+def test_gradcheck_against_jax_cli(attention, capsys):
+    code = main(["gradcheck", "--against", "jax", "--attention", attention, "--layers", "2", "--bidirectional",
+                 "--max-entries", "3", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["passed"]
+    for record in report["records"]:
+        assert record["max_rel_error"] <= 1e-7
+        assert record["autodiff_max_rel_error"] <= 1e-9 and record["autodiff_passed"]
