@@ -1,0 +1,204 @@
+"""One interface over the two backends, for the training loop, evaluation and checkpoints.
+
+Optimiser state crosses the boundary in a neutral flat form, so a checkpoint
+written by one backend resumes in the other:
+    adam: "count" (int), "mu/<param>", "nu/<param>"      sgd with momentum: "trace/<param>"
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from seq2seq_ref import ModelConfig
+
+BACKENDS = ("jax", "numpy")
+
+
+@dataclass(frozen=True)
+class OptimiserSettings:
+    name: str = "adam"
+    learning_rate: float = 3e-3
+    momentum: float = 0.9
+    clip_norm: float | None = 5.0
+
+    def __post_init__(self):
+        if self.name not in ("adam", "sgd"):
+            raise ValueError(f"optimizer: expected 'adam' or 'sgd', got {self.name!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"lr: expected a float > 0, got {self.learning_rate}")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ValueError(f"clip_norm: expected a float > 0, got {self.clip_norm}")
+
+    def slots(self) -> tuple[str, ...]:
+        return ("mu", "nu") if self.name == "adam" else ("trace",) if self.momentum else ()
+
+
+def jax_available() -> bool:
+    try:
+        import jax  # noqa: F401
+        import optax  # noqa: F401
+        from flax import nnx  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_backend(name: str, config: ModelConfig, optimiser: OptimiserSettings):
+    if name == "numpy":
+        return NumpyBackend(config, optimiser)
+    if name == "jax":
+        if not jax_available():
+            raise ValueError("backend: 'jax' needs jax, flax and optax installed (pip install -e .)")
+        return JaxBackend(config, optimiser)
+    raise ValueError(f"backend: expected one of {BACKENDS}, got {name!r}")
+
+
+def without_smoothing(config: ModelConfig) -> ModelConfig:
+    return dataclasses.replace(config, label_smoothing=0.0, dropout=0.0)
+
+
+class NumpyBackend:
+    name = "numpy"
+
+    def __init__(self, config: ModelConfig, optimiser: OptimiserSettings):
+        from seq2seq_ref import optim
+
+        self.config, self.settings = config, optimiser
+        base = (optim.adam(optimiser.learning_rate) if optimiser.name == "adam"
+                else optim.sgd(optimiser.learning_rate, optimiser.momentum))
+        self.optimiser = optim.chain(optim.clip_by_global_norm(optimiser.clip_norm), base) if optimiser.clip_norm \
+            else optim.chain(base)
+        self._apply = optim.apply_updates
+
+    def init_params(self, seed: int):
+        from seq2seq_ref import init_params
+
+        return init_params(self.config, seed)
+
+    def to_device(self, params):
+        return {k: np.asarray(v) for k, v in params.items()}
+
+    def init_opt_state(self, params):
+        return self.optimiser.init(params)
+
+    def train_step(self, params, opt_state, batch, seed: int, step: int):
+        from seq2seq_ref import loss_and_grads
+
+        dropout_rng = np.random.default_rng([seed, step]) if self.config.dropout else None
+        loss, grads = loss_and_grads(params, self.config, batch, dropout_rng)
+        updates, opt_state = self.optimiser.update(grads, opt_state)
+        return self._apply(params, updates), opt_state, loss
+
+    def nll(self, params, batch) -> float:
+        """Summed token negative log-likelihood (no smoothing): for perplexity."""
+        from seq2seq_ref.model import forward
+
+        loss, _ = forward(params, without_smoothing(self.config), batch)
+        return float(loss) * int(batch.tgt_lengths.sum())
+
+    def greedy(self, params, src, src_lengths, max_len):
+        from seq2seq_ref.decode import greedy_decode
+
+        return greedy_decode(params, self.config, src, src_lengths, max_len)
+
+    def beam(self, params, src, src_lengths, beam_size, max_len, length_penalty):
+        from seq2seq_ref.decode import beam_search
+
+        return beam_search(params, self.config, src, src_lengths, beam_size, max_len, length_penalty)
+
+    def to_numpy(self, params):
+        return dict(params)
+
+    def opt_state_to_arrays(self, state) -> dict[str, np.ndarray]:
+        inner = state[-1]
+        if self.settings.name == "adam":
+            return {"count": np.asarray(inner["count"]), **{f"mu/{k}": v for k, v in inner["mu"].items()},
+                    **{f"nu/{k}": v for k, v in inner["nu"].items()}}
+        return {f"trace/{k}": v for k, v in inner.items()}
+
+    def opt_state_from_arrays(self, arrays, params):
+        state = list(self.init_opt_state(params))
+        if self.settings.name == "adam":
+            state[-1] = {"count": int(arrays["count"]), "mu": {k: arrays[f"mu/{k}"] for k in params},
+                         "nu": {k: arrays[f"nu/{k}"] for k in params}}
+        elif self.settings.momentum:
+            state[-1] = {k: arrays[f"trace/{k}"] for k in params}
+        return tuple(state)
+
+
+@functools.lru_cache(maxsize=8)
+def _jax_functions(config: ModelConfig, optimiser: OptimiserSettings, unroll: int):
+    """Compiled once per (config, optimiser) in a process, so a resumed or repeated run reuses the programs."""
+    import jax
+    import seq2seq_jax
+    from seq2seq_jax.train import loss_fn
+
+    transform = seq2seq_jax.make_optimizer(optimiser.name, optimiser.learning_rate, optimiser.momentum,
+                                           optimiser.clip_norm)
+    eval_config = without_smoothing(config)
+    nll = jax.jit(lambda params, batch: loss_fn(params, eval_config, batch) * batch.tgt_lengths.sum())
+    return transform, seq2seq_jax.make_train_step(config, transform, unroll=unroll), nll
+
+
+class JaxBackend:
+    name = "jax"
+
+    def __init__(self, config: ModelConfig, optimiser: OptimiserSettings, unroll: int = 1):
+        import jax
+        import seq2seq_jax
+
+        self.config, self.settings, self._jax, self._module = config, optimiser, jax, seq2seq_jax
+        self.optimiser, self._train_step, self._nll = _jax_functions(config, optimiser, unroll)
+
+    def init_params(self, seed: int):
+        return self._module.init_params(self.config, seed)
+
+    def to_device(self, params):
+        return {k: self._jax.numpy.asarray(v) for k, v in params.items()}
+
+    def init_opt_state(self, params):
+        return self.optimiser.init(params)
+
+    def train_step(self, params, opt_state, batch, seed: int, step: int):
+        key = self._jax.random.fold_in(self._jax.random.key(seed), step) if self.config.dropout else None
+        params, opt_state, metrics = self._train_step(params, opt_state, batch, key)
+        return params, opt_state, metrics["loss"]
+
+    def nll(self, params, batch) -> float:
+        return float(self._nll(params, batch))
+
+    def greedy(self, params, src, src_lengths, max_len):
+        tokens, weights = self._module.greedy_decode(params, self.config, src, src_lengths, max_len)
+        return np.asarray(tokens), None if weights is None else np.asarray(weights)
+
+    def beam(self, params, src, src_lengths, beam_size, max_len, length_penalty):
+        tokens, scores = self._module.beam_search(params, self.config, src, src_lengths, beam_size, max_len,
+                                                  length_penalty)
+        return np.asarray(tokens), np.asarray(scores)
+
+    def to_numpy(self, params):
+        return {k: np.asarray(v) for k, v in params.items()}
+
+    def opt_state_to_arrays(self, state) -> dict[str, np.ndarray]:
+        from optax import tree_utils
+
+        arrays = {}
+        if self.settings.name == "adam":
+            arrays["count"] = np.asarray(tree_utils.tree_get(state, "count"))
+        for slot in self.settings.slots():
+            arrays.update({f"{slot}/{k}": np.asarray(v) for k, v in tree_utils.tree_get(state, slot).items()})
+        return arrays
+
+    def opt_state_from_arrays(self, arrays, params):
+        from optax import tree_utils
+
+        jnp = self._jax.numpy
+        state = self.init_opt_state(params)
+        values = {slot: {k: jnp.asarray(arrays[f"{slot}/{k}"]) for k in params} for slot in self.settings.slots()}
+        if self.settings.name == "adam":
+            count = tree_utils.tree_get(state, "count")
+            values["count"] = jnp.asarray(arrays["count"], dtype=count.dtype)
+        return tree_utils.tree_set(state, **values) if values else state

@@ -1,0 +1,85 @@
+"""Token-id datasets and length-bucketed batches.
+
+Each epoch's batches depend only on (seed, epoch), so a resumed run sees the
+same batches as an uninterrupted one.  Sorting by length within pools of
+`pool` batches keeps padding low; widths round up to a multiple of
+`pad_multiple` (capped at the dataset's longest) so a compiled backend sees few shapes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from seq2seq_ref import Batch, ModelConfig, make_batch
+
+from .vocab import Vocab
+
+
+@dataclass
+class EncodedPairs:
+    src: list[list[int]]
+    tgt: list[list[int]]
+    texts: list[tuple[str, str]]
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    @property
+    def max_src_len(self) -> int:
+        return max(map(len, self.src))
+
+    @property
+    def max_tgt_len(self) -> int:
+        return max(map(len, self.tgt)) + 1  # + EOS
+
+
+def encode_pairs(pairs, src_vocab: Vocab, tgt_vocab: Vocab, max_len: int | None = None) -> tuple[EncodedPairs, int]:
+    """Encode (source, target) texts; drop pairs with an empty source or a side longer than max_len.
+
+    Returns the kept pairs and how many were dropped.
+    """
+    src, tgt, texts, dropped = [], [], [], 0
+    for source, target in pairs:
+        s, t = src_vocab.encode(source), tgt_vocab.encode(target)
+        if not s or (max_len is not None and (len(s) > max_len or len(t) + 1 > max_len)):
+            dropped += 1
+            continue
+        src.append(s)
+        tgt.append(t)
+        texts.append((source, target))
+    return EncodedPairs(src, tgt, texts), dropped
+
+
+def round_width(longest: int, pad_multiple: int, cap: int) -> int:
+    return min(-(-longest // pad_multiple) * pad_multiple, max(cap, longest))
+
+
+def epoch_batches(data: EncodedPairs, batch_size: int, seed: int, epoch: int, pool: int = 50,
+                  drop_last: bool = True) -> list[np.ndarray]:
+    """Index arrays of one epoch: shuffled, sorted by length within pools, batch order shuffled."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(data))
+    lengths = np.array([len(s) * 10_000 + len(t) for s, t in zip(data.src, data.tgt)])  # source first, then target
+    batches = []
+    chunk = batch_size * pool
+    for start in range(0, len(order), chunk):
+        block = order[start:start + chunk]
+        block = block[np.argsort(lengths[block], kind="stable")]
+        batches += [block[i:i + batch_size] for i in range(0, len(block), batch_size)]
+    if drop_last and len(data) >= batch_size:
+        batches = [b for b in batches if len(b) == batch_size]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def make_padded_batch(data: EncodedPairs, indices, config: ModelConfig, pad_multiple: int = 8) -> Batch:
+    src = [data.src[i] for i in indices]
+    tgt = [data.tgt[i] for i in indices]
+    src_width = round_width(max(map(len, src)), pad_multiple, data.max_src_len)
+    tgt_width = round_width(max(map(len, tgt)) + 1, pad_multiple, data.max_tgt_len)
+    return make_batch(src, tgt, config, src_width=src_width, tgt_width=tgt_width)
+
+
+def sequential_batches(n: int, batch_size: int) -> list[np.ndarray]:
+    """In order, for evaluation."""
+    return [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]

@@ -1,0 +1,129 @@
+"""Checkpoints both backends read: one .npz holding flat params, optimiser state and JSON metadata.
+
+Written atomically (a temporary file in the same folder, fsync, then rename),
+so a crash mid-write never replaces the last good checkpoint; the newest
+`keep` are kept.  Reading checks the archive (zip CRCs catch corruption and
+truncation), the format version, and the params against the stored config.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from seq2seq_ref import ModelConfig
+from seq2seq_ref.validation import check_params
+
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^checkpoint-(\d{8})\.npz$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: corrupt, truncated, or not of this model."""
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    step: int
+    params: dict[str, np.ndarray]
+    opt_state: dict[str, np.ndarray]
+    meta: dict
+
+    @property
+    def config(self) -> ModelConfig:
+        return ModelConfig(**self.meta["config"])
+
+
+def checkpoint_path(directory: Path, step: int) -> Path:
+    return Path(directory) / f"checkpoint-{step:08d}.npz"
+
+
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    """Checkpoints in directory, oldest first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if _NAME.match(p.name))
+
+
+def save_checkpoint(directory: str | Path, step: int, params, opt_state, meta: dict, keep: int = 3) -> Path:
+    """Write checkpoint-<step>.npz atomically and prune all but the newest `keep`."""
+    if keep < 1:
+        raise ValueError(f"keep: expected an int >= 1, got {keep}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = {**meta, "format": FORMAT_VERSION, "step": int(step)}
+    arrays = {f"params/{k}": np.asarray(v) for k, v in params.items()}
+    arrays.update({f"opt/{k}": np.asarray(v) for k, v in opt_state.items()})
+    arrays["meta.json"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+    final = checkpoint_path(directory, step)
+    temporary = directory / f".{final.name}.{os.getpid()}.tmp"
+    try:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, final)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    _fsync_directory(directory)
+    for old in list_checkpoints(directory)[:-keep]:
+        old.unlink()
+    return final
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint: {path} does not exist") from None
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
+        raise CheckpointError(f"checkpoint: {path} is corrupt or truncated ({type(error).__name__}: {error}); "
+                              "earlier checkpoints in its folder are untouched") from None
+    if "meta.json" not in arrays:
+        raise CheckpointError(f"checkpoint: {path} has no meta.json; not a seq2seq-lab checkpoint")
+    try:
+        meta = json.loads(arrays.pop("meta.json").tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"checkpoint: {path} has unreadable metadata ({error})") from None
+    if meta.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint: expected format {FORMAT_VERSION}, got {meta.get('format')!r} in {path}")
+    params = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
+    opt_state = {k[len("opt/"):]: v for k, v in arrays.items() if k.startswith("opt/")}
+    checkpoint = Checkpoint(path, int(meta["step"]), params, opt_state, meta)
+    try:
+        check_params(params, checkpoint.config)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint: {path} does not match its own config: {error}") from None
+    return checkpoint
+
+
+def latest_checkpoint(directory: str | Path) -> Checkpoint | None:
+    paths = list_checkpoints(directory)
+    return load_checkpoint(paths[-1]) if paths else None
+
+
+def config_to_json(config: ModelConfig) -> dict:
+    return asdict(config)

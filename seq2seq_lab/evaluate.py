@@ -1,0 +1,81 @@
+"""Decoding many sentences, and the scores: exact match, token accuracy, perplexity, BLEU, chrF."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from seq2seq_ref.batch import pad_sequences
+
+from .batching import EncodedPairs, make_padded_batch, sequential_batches
+from .vocab import EOS_ID, PAD_ID, Vocab
+
+
+def decode_ids(backend, params, sources: list[list[int]], max_len: int, batch_size: int = 256, beam: int = 1,
+               length_penalty: float = 0.6, pad_multiple: int = 8):
+    """Output ids (each up to and including EOS) and, for greedy decoding, attention weights per sentence.
+
+    Batches are padded to batch_size rows and widths to pad_multiple, so a
+    compiled backend sees few shapes.
+    """
+    outputs, weights = [], []
+    longest = max(map(len, sources))
+    for indices in sequential_batches(len(sources), batch_size):
+        rows = [sources[i] for i in indices]
+        rows += [rows[0]] * (min(batch_size, len(sources)) - len(rows))
+        width = min(-(-max(map(len, rows)) // pad_multiple) * pad_multiple, longest)
+        src = pad_sequences(rows, PAD_ID, width)
+        lengths = np.array([len(r) for r in rows])
+        if beam > 1:
+            tokens, _ = backend.beam(params, src, lengths, beam, max_len, length_penalty)
+            tokens, alpha = tokens[:, 0], None
+        else:
+            tokens, alpha = backend.greedy(params, src, lengths, max_len)
+        for row in range(len(indices)):
+            ids = tokens[row].tolist()
+            ids = ids[: ids.index(EOS_ID) + 1] if EOS_ID in ids else ids
+            outputs.append(ids)
+            weights.append(None if alpha is None else alpha[row, : len(ids), : len(rows[row])])
+    return outputs, weights
+
+
+def perplexity(backend, params, data: EncodedPairs, config, batch_size: int = 256) -> float:
+    total, tokens = 0.0, 0
+    for indices in sequential_batches(len(data), batch_size):
+        batch = make_padded_batch(data, indices, config)
+        total += backend.nll(params, batch)
+        tokens += int(batch.tgt_lengths.sum())
+    return math.exp(total / tokens)
+
+
+def evaluate(backend, params, config, data: EncodedPairs, tgt_vocab: Vocab, batch_size: int = 256, beam: int = 1,
+             with_perplexity: bool = True) -> dict:
+    """Scores of greedy (or beam) output against the references."""
+    import sacrebleu
+
+    max_len = data.max_tgt_len + 5
+    outputs, _ = decode_ids(backend, params, data.src, max_len, batch_size, beam)
+    exact = correct = total = 0
+    hypotheses, references = [], []
+    for output, target, (_, reference_text) in zip(outputs, data.tgt, data.texts):
+        reference = [*target, EOS_ID]
+        exact += output == reference
+        correct += sum(a == b for a, b in zip(output, reference))
+        total += len(reference)
+        hypotheses.append(tgt_vocab.decode(output))
+        references.append(reference_text)
+    scores = {
+        "examples": len(outputs),
+        "exact_match": exact / len(outputs),
+        "token_accuracy": correct / total,
+        "bleu": sacrebleu.corpus_bleu(hypotheses, [references]).score,
+        "chrf": sacrebleu.corpus_chrf(hypotheses, [references]).score,
+    }
+    if with_perplexity:
+        scores["perplexity"] = perplexity(backend, params, data, config, batch_size)
+    return scores
+
+
+def exact_match(backend, params, data: EncodedPairs, batch_size: int = 256) -> float:
+    outputs, _ = decode_ids(backend, params, data.src, data.max_tgt_len + 5, batch_size)
+    return float(np.mean([o == [*t, EOS_ID] for o, t in zip(outputs, data.tgt)]))

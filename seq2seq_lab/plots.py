@@ -1,0 +1,59 @@
+"""The loss curve and attention heatmaps (matplotlib, no display needed)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_loss_curve(metrics_path: str | Path, out_path: str | Path) -> Path:
+    """Training loss (and validation exact match, when logged) against step, from the JSONL log."""
+    plt = _pyplot()
+    records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    valid = [(r["step"], r["valid_exact_match"]) for r in records if "valid_exact_match" in r]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train), label="training loss", color="tab:blue")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy per token")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    if valid:
+        right = ax.twinx()
+        right.plot(*zip(*valid), "o-", color="tab:orange", label="valid exact match")
+        right.set_ylabel("valid exact match")
+        right.set_ylim(0, 1.02)
+        right.legend(loc="center right")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return Path(out_path)
+
+
+def plot_attention(items, out_path: str | Path) -> Path:
+    """items: (source tokens, output tokens, weights [len(output), len(source)]) per sentence; one panel each."""
+    plt = _pyplot()
+    items = list(items)[:8]
+    fig, axes = plt.subplots(len(items), 1, figsize=(max(4, 0.32 * max(len(s) for s, _, _ in items) + 2),
+                                                       sum(0.32 * len(o) + 1.2 for _, o, _ in items)),
+                             squeeze=False)
+    for ax, (source, output, weights) in zip(axes[:, 0], items):
+        ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0, vmax=1)
+        ax.set_xticks(range(len(source)), [repr(t)[1:-1] or " " for t in source], fontsize=8)
+        ax.set_yticks(range(len(output)), output, fontsize=8)
+        ax.set_xlabel("source")
+        ax.set_ylabel("output")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return Path(out_path)

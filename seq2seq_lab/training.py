@@ -1,0 +1,214 @@
+"""The training loop behind `seq2seq train`, for either backend.
+
+A run lives in one folder: checkpoints, metrics.jsonl, loss_curve.png and
+summary.json.  Started again on the same folder, it resumes from the newest
+checkpoint and continues exactly as if never interrupted: each step's batch
+depends only on (seed, step) and so does its dropout mask.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from seq2seq_ref import ModelConfig
+
+from .backends import OptimiserSettings, make_backend
+from .batching import encode_pairs, epoch_batches, make_padded_batch
+from .checkpoint import CheckpointError, latest_checkpoint, save_checkpoint
+from .data import DataSettings, build_vocabs, load_splits
+from .evaluate import evaluate, exact_match
+from .plots import plot_loss_curve
+from .vocab import BOS_ID, EOS_ID, PAD_ID, Vocab
+
+MODEL_FIELDS = ("embed_dim", "hidden_dim", "num_layers", "bidirectional", "attention", "dropout", "label_smoothing")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; nothing after the last good checkpoint was saved."""
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    embed_dim: int = 32
+    hidden_dim: int = 128
+    num_layers: int = 1
+    bidirectional: bool = True
+    attention: str = "bahdanau"
+    dropout: float = 0.0
+    label_smoothing: float = 0.0
+
+    def config(self, src_vocab: Vocab, tgt_vocab: Vocab) -> ModelConfig:
+        return ModelConfig(len(src_vocab), len(tgt_vocab), pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+                           **asdict(self))
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 64
+    seed: int = 0
+    log_every: int = 25
+    eval_every: int = 250
+    eval_examples: int = 500
+    keep: int = 3
+    stop_at_accuracy: float | None = None   # stop early once valid exact match reaches this
+    pad_multiple: int = 8
+
+    def __post_init__(self):
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError(f"steps, epochs: expected exactly one, got steps={self.steps}, epochs={self.epochs}")
+        for name in ("batch_size", "log_every", "eval_every", "eval_examples", "keep", "pad_multiple"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {getattr(self, name)}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps: expected an int >= 1, got {self.steps}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ValueError(f"epochs: expected a number > 0, got {self.epochs}")
+
+
+def _check_resume(meta: dict, config: ModelConfig, data: DataSettings, optimiser: OptimiserSettings,
+                  run: RunSettings, path) -> None:
+    """A checkpoint may only be resumed by the run that wrote it."""
+    wanted = {"config": {f: getattr(config, f) for f in MODEL_FIELDS}, "data": data.to_json(),
+              "optimizer": asdict(optimiser), "seed": run.seed, "batch_size": run.batch_size}
+    stored = {"config": {f: meta["config"][f] for f in MODEL_FIELDS}, "data": meta["data"],
+              "optimizer": meta["optimizer"], "seed": meta["seed"], "batch_size": meta["batch_size"]}
+    for key in wanted:
+        if wanted[key] != stored[key]:
+            if isinstance(wanted[key], dict):
+                diff = {k: (stored[key].get(k), v) for k, v in wanted[key].items() if stored[key].get(k) != v}
+            else:
+                diff = (stored[key], wanted[key])
+            raise CheckpointError(f"checkpoint: {path} was written with other {key} settings "
+                                  f"(checkpoint, requested): {diff}; use another --out or --fresh")
+
+
+def train(out_dir: str | Path, model: ModelOptions = ModelOptions(), data: DataSettings = DataSettings(),
+          run: RunSettings = RunSettings(steps=1000), optimiser: OptimiserSettings = OptimiserSettings(),
+          backend: str = "jax", resume: bool = True, progress: bool = True, evaluate_test: bool = True) -> dict:
+    """Train (or resume) the run in out_dir; returns the summary also written to summary.json."""
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    splits = load_splits(data, run.seed)
+    checkpoint = latest_checkpoint(out_dir) if resume else None
+    if checkpoint is not None:
+        src_vocab = Vocab.from_json(checkpoint.meta["src_vocab"])
+        tgt_vocab = Vocab.from_json(checkpoint.meta["tgt_vocab"])
+    else:
+        src_vocab, tgt_vocab = build_vocabs(data, splits["train"])
+    config = model.config(src_vocab, tgt_vocab)
+    engine = make_backend(backend, config, optimiser)
+    train_data, dropped = encode_pairs(splits["train"], src_vocab, tgt_vocab, data.max_len)
+    valid_data, _ = encode_pairs(splits["valid"][: run.eval_examples], src_vocab, tgt_vocab)
+    if len(train_data) < run.batch_size:
+        raise ValueError(f"batch_size: expected at most the {len(train_data)} training pairs, got {run.batch_size}")
+    batches_per_epoch = len(epoch_batches(train_data, run.batch_size, run.seed, 0))
+    total_steps = run.steps if run.steps is not None else max(1, math.ceil(run.epochs * batches_per_epoch))
+
+    meta = {"config": asdict(config), "src_vocab": src_vocab.to_json(), "tgt_vocab": tgt_vocab.to_json(),
+            "data": data.to_json(), "optimizer": asdict(optimiser), "seed": run.seed,
+            "batch_size": run.batch_size, "backend": engine.name,
+            "rng": {"kind": "stateless: batch order from (seed, epoch), dropout from (seed, step)",
+                    "seed": run.seed}}
+    if checkpoint is not None:
+        _check_resume(checkpoint.meta, config, data, optimiser, run, checkpoint.path)
+        params = engine.to_device(checkpoint.params)
+        opt_state = engine.opt_state_from_arrays(checkpoint.opt_state, params)
+        start = checkpoint.step
+    else:
+        params = engine.init_params(run.seed)
+        opt_state = engine.init_opt_state(params)
+        start = 0
+    metrics_path = out_dir / "metrics.jsonl"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _truncate_log(metrics_path, start)
+
+    bar = _progress(total_steps, start, progress)
+    epoch_cache: dict[int, list] = {}
+    tokens_since, clock = 0, time.perf_counter()
+    valid_accuracy = None
+    with open(metrics_path, "a") as log:
+        step = start
+        while step < total_steps:
+            epoch, offset = divmod(step, batches_per_epoch)
+            if epoch not in epoch_cache:
+                epoch_cache = {epoch: epoch_batches(train_data, run.batch_size, run.seed, epoch)}
+            batch = make_padded_batch(train_data, epoch_cache[epoch][offset], config, run.pad_multiple)
+            params, opt_state, loss = engine.train_step(params, opt_state, batch, run.seed, step)
+            tokens_since += int(batch.tgt_lengths.sum())
+            step += 1
+            evaluate_now = step % run.eval_every == 0 or step == total_steps
+            if step % run.log_every == 0 or evaluate_now:
+                loss = float(loss)  # the only host sync of the loop
+                if not math.isfinite(loss):
+                    _diverged(f"loss became {loss}", step, out_dir)
+                now = time.perf_counter()
+                record = {"step": step, "epoch": round(step / batches_per_epoch, 3), "loss": loss,
+                          "tokens_per_s": tokens_since / (now - clock), "elapsed_s": now - started}
+                tokens_since, clock = 0, now
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                bar.update(step - bar.n)
+                bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            if evaluate_now:
+                valid_accuracy = exact_match(engine, params, valid_data)
+                log.write(json.dumps({"step": step, "valid_exact_match": valid_accuracy}) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{loss:.4f}", valid_em=f"{valid_accuracy:.3f}")
+                host_params = engine.to_numpy(params)
+                if not all(np.isfinite(value).all() for value in host_params.values()):
+                    _diverged("parameters became non-finite", step, out_dir)
+                save_checkpoint(out_dir, step, host_params, engine.opt_state_to_arrays(opt_state),
+                                             meta, run.keep)
+                if run.stop_at_accuracy is not None and valid_accuracy >= run.stop_at_accuracy:
+                    break
+    bar.close()
+    train_seconds = time.perf_counter() - started
+    summary = {"run_dir": str(out_dir), "backend": engine.name, "steps": step, "train_seconds": train_seconds,
+               "train_pairs": len(train_data), "dropped_for_length": dropped, "valid_exact_match": valid_accuracy,
+               "checkpoint": str(_newest(out_dir)), "metrics": str(metrics_path)}
+    if evaluate_test:
+        test_data, _ = encode_pairs(splits["test"], src_vocab, tgt_vocab)
+        summary["test"] = evaluate(engine, params, config, test_data, tgt_vocab)
+    summary["total_seconds"] = time.perf_counter() - started
+    summary["loss_curve"] = str(plot_loss_curve(metrics_path, out_dir / "loss_curve.png"))
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def _diverged(what: str, step: int, out_dir: Path):
+    newest = _newest(out_dir)
+    raise TrainingDiverged(f"{what} at step {step}; stopped without saving (the last good checkpoint is "
+                           f"{newest or 'none: none was written'}). Lower --lr or set --clip-norm.")
+
+
+def _newest(out_dir: Path):
+    from .checkpoint import list_checkpoints
+
+    paths = list_checkpoints(out_dir)
+    return paths[-1] if paths else None
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop records past `step` (written after the checkpoint a resumed run starts from)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def _progress(total: int, start: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, disable=not enabled, unit="step", dynamic_ncols=True)
+
+
+def replace_steps(run: RunSettings, **changes) -> RunSettings:
+    return dataclasses.replace(run, **changes)

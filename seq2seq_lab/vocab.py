@@ -1,0 +1,88 @@
+"""Tokenisation and the vocabulary (built from the training split, saved with the model)."""
+from __future__ import annotations
+
+import re
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
+TOKENIZERS = ("char", "word")
+_WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+def tokenize(text: str, kind: str) -> list[str]:
+    """'char': every character; 'word': words and single punctuation marks."""
+    if kind == "char":
+        return list(text)
+    if kind == "word":
+        return _WORD.findall(text)
+    raise ValueError(f"tokenizer: expected one of {TOKENIZERS}, got {kind!r}")
+
+
+def detokenize(tokens: Sequence[str], kind: str) -> str:
+    return "".join(tokens) if kind == "char" else " ".join(tokens)
+
+
+@dataclass
+class Vocab:
+    """tokens[i] is the token with id i; the four specials come first."""
+
+    tokens: list[str]
+    tokenizer: str = "char"
+    index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        if tuple(self.tokens[:4]) != SPECIALS:
+            raise ValueError(f"tokens: expected the specials {SPECIALS} first, got {self.tokens[:4]}")
+        if len(set(self.tokens)) != len(self.tokens):
+            raise ValueError("tokens: expected no duplicates")
+        tokenize("", self.tokenizer)
+        self.index = {token: i for i, token in enumerate(self.tokens)}
+
+    @classmethod
+    def build(cls, texts: Iterable[str], tokenizer: str = "char", min_freq: int = 1,
+              max_size: int | None = None) -> "Vocab":
+        """Tokens seen at least min_freq times, most frequent first (ties alphabetical), at most max_size in all."""
+        if min_freq < 1:
+            raise ValueError(f"min_freq: expected an int >= 1, got {min_freq}")
+        if max_size is not None and max_size <= len(SPECIALS):
+            raise ValueError(f"max_size: expected more than the {len(SPECIALS)} specials, got {max_size}")
+        counts = Counter(token for text in texts for token in tokenize(text, tokenizer))
+        kept = sorted((t for t, n in counts.items() if n >= min_freq and t not in SPECIALS),
+                      key=lambda t: (-counts[t], t))
+        if max_size is not None:
+            kept = kept[: max_size - len(SPECIALS)]
+        return cls([*SPECIALS, *kept], tokenizer)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, text: str, warn: bool = False) -> list[int]:
+        """Token ids; unseen tokens map to <unk> (with a warning naming them when warn is set)."""
+        tokens = tokenize(text, self.tokenizer)
+        ids = [self.index.get(t, UNK_ID) for t in tokens]
+        if warn and UNK_ID in ids:
+            unseen = sorted({t for t in tokens if t not in self.index})
+            warnings.warn(f"{len(unseen)} token(s) unseen in training mapped to <unk>: {unseen}", stacklevel=2)
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text up to the first <eos>; pad and bos are dropped."""
+        out = []
+        for i in ids:
+            i = int(i)
+            if i == EOS_ID:
+                break
+            if i not in (PAD_ID, BOS_ID):
+                out.append(self.tokens[i])
+        return detokenize(out, self.tokenizer)
+
+    def to_json(self) -> dict:
+        return {"tokens": self.tokens, "tokenizer": self.tokenizer}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Vocab":
+        return cls(list(data["tokens"]), data["tokenizer"])

@@ -1,0 +1,181 @@
+"""Training runs: checkpoints, exact resumption, divergence, and the train/evaluate/translate commands."""
+import json
+
+import numpy as np
+import pytest
+
+from seq2seq_lab import checkpoint as ckpt
+from seq2seq_lab.backends import OptimiserSettings
+from seq2seq_lab.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
+from seq2seq_lab.cli import main
+from seq2seq_lab.data import DataSettings
+from seq2seq_lab.training import ModelOptions, RunSettings, TrainingDiverged, train
+
+TINY = ModelOptions(embed_dim=8, hidden_dim=16, bidirectional=True, attention="bahdanau")
+DATA = DataSettings(task="reverse", train_size=200)
+
+
+def tiny_run(out, steps, backend="numpy", model=TINY, optimiser=OptimiserSettings(), **run):
+    settings = RunSettings(steps=steps, batch_size=16, log_every=1, eval_every=4, eval_examples=20, **run)
+    return train(out, model, DATA, settings, optimiser, backend, progress=False, evaluate_test=False)
+
+
+def losses(run_dir):
+    return [r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, backend):
+    model = ModelOptions(embed_dim=8, hidden_dim=16, num_layers=2, attention="luong", dropout=0.2)
+    tiny_run(tmp_path / "whole", 12, backend, model)
+    tiny_run(tmp_path / "split", 8, backend, model)
+    tiny_run(tmp_path / "split", 12, backend, model)  # resumes from step 8
+    assert losses(tmp_path / "whole") == losses(tmp_path / "split") and len(losses(tmp_path / "whole")) == 12
+    whole, split = load_checkpoint(list_checkpoints(tmp_path / "whole")[-1]), \
+        load_checkpoint(list_checkpoints(tmp_path / "split")[-1])
+    assert whole.step == split.step == 12
+    for name, value in whole.params.items():
+        np.testing.assert_array_equal(split.params[name], value)
+    for name, value in whole.opt_state.items():
+        np.testing.assert_array_equal(split.opt_state[name], value)
+
+
+def test_checkpoint_written_by_one_backend_resumes_in_the_other(tmp_path):
+    tiny_run(tmp_path / "run", 4, "numpy", optimiser=OptimiserSettings("sgd", 0.1, momentum=0.9))
+    tiny_run(tmp_path / "run", 8, "jax", optimiser=OptimiserSettings("sgd", 0.1, momentum=0.9))
+    tiny_run(tmp_path / "ref", 8, "numpy", optimiser=OptimiserSettings("sgd", 0.1, momentum=0.9))
+    np.testing.assert_allclose(losses(tmp_path / "run"), losses(tmp_path / "ref"), rtol=1e-4)
+
+
+def test_checkpoints_keep_the_newest(tmp_path):
+    tiny_run(tmp_path, 12, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-00000008.npz", "checkpoint-00000012.npz"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["steps"] == 12 and (tmp_path / "loss_curve.png").stat().st_size > 1000
+
+
+def test_a_failed_write_leaves_the_last_good_checkpoint(tmp_path, monkeypatch):
+    params, opt = {"w": np.ones(3)}, {"count": np.array(1)}
+    good = save_checkpoint(tmp_path, 1, params, opt, {"config": {}})
+    before = good.read_bytes()
+
+    def explode(handle, **arrays):
+        handle.write(b"PK\x03\x04 partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt.np, "savez", explode)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path, 2, params, opt, {"config": {}})
+    assert [p.name for p in tmp_path.iterdir()] == [good.name] and good.read_bytes() == before
+
+
+def _corrupt(path, how):
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        middle = len(data) // 2
+        data[middle:middle + 16] = bytes(16)
+        path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped"])
+def test_corrupt_checkpoint_gives_a_clear_error_and_keeps_the_older_one(tmp_path, how):
+    tiny_run(tmp_path, 8)
+    older, newest = list_checkpoints(tmp_path)
+    older_bytes = older.read_bytes()
+    _corrupt(newest, how)
+    with pytest.raises(CheckpointError, match=r"checkpoint-00000008.npz is corrupt or truncated"):
+        load_checkpoint(newest)
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        tiny_run(tmp_path, 12)
+    assert older.read_bytes() == older_bytes and load_checkpoint(older).step == 4
+
+
+def test_mismatched_checkpoints_are_refused(tmp_path):
+    tiny_run(tmp_path, 4)
+    with pytest.raises(CheckpointError, match=r"other config settings .*'hidden_dim': \(16, 32\)"):
+        tiny_run(tmp_path, 8, model=ModelOptions(embed_dim=8, hidden_dim=32, attention="bahdanau"))
+    path = list_checkpoints(tmp_path)[-1]
+    checkpoint = load_checkpoint(path)
+    checkpoint.params["output/W"] = checkpoint.params["output/W"][:, :3]
+    save_checkpoint(tmp_path / "bad", 1, checkpoint.params, checkpoint.opt_state, checkpoint.meta)
+    with pytest.raises(CheckpointError, match=r"does not match its own config: params\['output/W'\]: expected shape"):
+        load_checkpoint(list_checkpoints(tmp_path / "bad")[-1])
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from seq2seq_lab.backends import NumpyBackend
+
+    real_step = NumpyBackend.train_step
+
+    def step_that_fails_at_six(self, params, opt_state, batch, seed, step):
+        params, opt_state, loss = real_step(self, params, opt_state, batch, seed, step)
+        return params, opt_state, (float("nan") if step == 5 else loss)
+
+    monkeypatch.setattr(NumpyBackend, "train_step", step_that_fails_at_six)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 6; stopped without saving \(the last good "
+                                               r"checkpoint is .*checkpoint-00000004.npz\)"):
+        tiny_run(tmp_path, 12)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-00000004.npz"]
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
+                            "ignore:invalid value encountered:RuntimeWarning")
+def test_a_real_blow_up_never_reaches_a_checkpoint(tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"(loss became (nan|inf)|parameters became non-finite) at step"):
+        tiny_run(tmp_path, 12, optimiser=OptimiserSettings("sgd", 1e38, momentum=0.0, clip_norm=None))
+    for path in list_checkpoints(tmp_path):
+        assert all(np.isfinite(v).all() for v in load_checkpoint(path).params.values())
+
+
+def test_train_evaluate_translate_commands(tmp_path, capsys, monkeypatch):
+    run = str(tmp_path / "run")
+    code = main(["train", "--task", "copy", "--train-size", "300", "--steps", "30", "--batch-size", "16",
+                 "--embed-dim", "8", "--hidden-dim", "16", "--backend", "numpy", "--out", run, "--no-progress",
+                 "--eval-every", "15"])
+    out = capsys.readouterr().out
+    assert code == 0 and "test exact match" in out and "checkpoint-00000030.npz" in out
+    assert main(["evaluate", "--run", run, "--backend", "numpy", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert set(scores) >= {"exact_match", "token_accuracy", "perplexity", "bleu", "chrf"}
+    assert 0 <= scores["exact_match"] <= 1 and scores["perplexity"] >= 1
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("abc\n\n12\n"))
+    plot = tmp_path / "attention.png"
+    assert main(["translate", "--run", run, "--backend", "numpy", "--attention-plot", str(plot)]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 2 and plot.stat().st_size > 1000
+    assert main(["translate", "--run", run, "--backend", "numpy", "ab~"]) == 0
+    assert "unseen in training mapped to <unk>: ['~']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content,flag,expected", [
+    ("a\tb\nbroken\n", [], "pairs.tsv:2: expected 'source<TAB>target', got no tab"),
+    ("", [], "got an empty file"),
+])
+def test_train_command_reports_bad_data(tmp_path, capsys, content, flag, expected):
+    path = tmp_path / "pairs.tsv"
+    path.write_text(content)
+    code = main(["train", "--data", str(path), "--out", str(tmp_path / "run"), "--backend", "numpy", *flag])
+    assert code == 2 and expected in capsys.readouterr().err
+
+
+def test_train_on_a_tsv_corpus_with_skipped_lines(tmp_path, capsys):
+    path = tmp_path / "pairs.tsv"
+    rng = np.random.default_rng(0)
+    words = ["go", "run", "stop", "eat", "sleep", "walk"]
+    lines = [f"{a} {b}\t{b} {a}\tattribution" for a, b in rng.choice(words, size=(200, 2))] + ["broken line"]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.warns(UserWarning, match=r"skipped 1 malformed line\(s\), first at line 201"):
+        code = main(["train", "--data", str(path), "--tokenizer", "word", "--skip-malformed", "--steps", "6",
+                     "--batch-size", "8", "--embed-dim", "4", "--hidden-dim", "8", "--backend", "numpy",
+                     "--out", str(tmp_path / "run"), "--no-progress", "--eval-every", "3"])
+    captured = capsys.readouterr()
+    assert code == 0 and "test exact match" in captured.out
+    checkpoint = load_checkpoint(list_checkpoints(tmp_path / "run")[-1])
+    assert checkpoint.meta["src_vocab"]["tokenizer"] == "word" and "sleep" in checkpoint.meta["src_vocab"]["tokens"]
+
+
+def test_missing_run_folder_is_a_clear_error(tmp_path, capsys):
+    assert main(["translate", "--run", str(tmp_path / "nothing"), "hello"]) == 2
+    assert "expected a checkpoint in" in capsys.readouterr().err
