@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import gradcheck_cli, run_cli
+from . import bench_cli, gradcheck_cli, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("translate", "translate sentences with a trained model", run_cli.add_translate_arguments,
          run_cli.run_translate),
         ("gradcheck", "verify the hand-written gradients per tensor", gradcheck_cli.add_arguments, gradcheck_cli.run),
+        ("bench", "time a training step and greedy decoding on numpy, jax and torch", bench_cli.add_arguments,
+         bench_cli.run),
     ]:
         command = commands.add_parser(name, help=help_text, description=help_text)
         add(command)

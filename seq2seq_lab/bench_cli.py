@@ -1,0 +1,94 @@
+"""`seq2seq bench`: time a training step and greedy decoding on numpy, jax and torch, side by side."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from dataclasses import asdict
+
+from seq2seq_ref import ATTENTION_TYPES
+
+from .bench.configs import CONFIGS
+from .bench.harness import describe_device, matmul_peak_gflops, measure_isolated, versions
+from .bench.runners import BENCH_BACKENDS, TASKS
+
+
+def _names(kind, choices):
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        unknown = [n for n in names if n not in choices]
+        if not names or unknown:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {choices}, got {text!r}")
+        return names
+    parse.__name__ = kind
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="seed")
+    parser.add_argument("--backends", type=_names("backends", BENCH_BACKENDS), default=list(BENCH_BACKENDS))
+    parser.add_argument("--attention", type=_names("attention", ATTENTION_TYPES), default=["none", "bahdanau"])
+    parser.add_argument("--tasks", type=_names("tasks", TASKS), default=list(TASKS))
+    parser.add_argument("--batch", type=int, help="override the config's batch size")
+    parser.add_argument("--length", type=int, help="override the config's source and target length")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (compilation happens here)")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--compute-dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="jax and torch compute dtype (params stay float32)")
+    parser.add_argument("--unroll", type=int, default=1, help="lax.scan unroll of the jax backend")
+    parser.add_argument("--json", metavar="FILE", help="also write the records here")
+
+
+def run(args) -> int:
+    missing = [b for b in args.backends if importlib.util.find_spec(b) is None]
+    if missing:
+        raise ValueError(f"backends: {missing} not installed; torch comes with pip install -e '.[bench]' "
+                         "(torch==2.13.0, a CPU build)")
+    for name in ("warmup", "repeats", "batch", "length", "unroll"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "warmup" else 1):
+            raise ValueError(f"{name}: expected a positive int, got {value}")
+    config = CONFIGS[args.config]
+    if args.batch:
+        config = config.replace(batch=args.batch)
+    if args.length:
+        config = config.replace(src_len=args.length, tgt_len=args.length)
+    options = {"compute_dtype": None if args.compute_dtype == "float32" else args.compute_dtype}
+    peak = matmul_peak_gflops()
+    records = []
+    for attention in args.attention:
+        for task in args.tasks:
+            for backend in args.backends:
+                backend_options = {**options, "unroll": args.unroll} if backend == "jax" else dict(options)
+                record = measure_isolated(config, backend, attention, task, args.warmup, args.repeats,
+                                          backend_options)
+                record["percent_of_peak"] = 100 * record["gflops_achieved"] / peak["gflops"]
+                records.append(record)
+    for record in records:
+        baseline = next((r for r in records if r["backend"] == "torch" and r["attention"] == record["attention"]
+                         and r["task"] == record["task"]), None)
+        record["time_vs_torch"] = record["ms_median"] / baseline["ms_median"] if baseline else None
+    report = {"config": asdict(config), "device": describe_device(), "versions": versions(), "matmul_peak": peak,
+              "records": records}
+    print_table(report)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=1)
+        print(f"records written to {args.json}")
+    return 0
+
+
+def print_table(report) -> None:
+    c, peak = report["config"], report["matmul_peak"]
+    print(f"config {c['name']}: batch {c['batch']}, embed {c['embed']}, hidden {c['hidden']}, vocab {c['vocab']}, "
+          f"length {c['src_len']}/{c['tgt_len']}, layers {c['layers']}; device {report['device']['cpu_model']} "
+          f"({report['device']['cpu_cores']} cores), {report['device'].get('jax_device', '')}; "
+          f"matmul peak {peak['gflops']:.0f} GFLOP/s ({peak['library']}, {peak['n']}^3 float32)")
+    print(f"{'attention':<9} {'task':<6} {'backend':<6} {'ms (median)':>11} {'IQR':>7} {'tokens/s':>9} "
+          f"{'GFLOP/s':>8} {'% peak':>7} {'peak mem':>9} {'vs torch':>8}")
+    for r in report["records"]:
+        memory = r["device_peak_bytes"] or r["peak_rss_bytes"]
+        ratio = f"{r['time_vs_torch']:.2f}x" if r["time_vs_torch"] is not None else "-"
+        print(f"{r['attention']:<9} {r['task']:<6} {r['backend']:<6} {r['ms_median']:>11.1f} {r['ms_iqr']:>7.1f} "
+              f"{r['target_tokens_per_s']:>9.0f} {r['gflops_achieved']:>8.1f} {r['percent_of_peak']:>6.1f}% "
+              f"{memory / 2**20:>7.0f}Mi {ratio:>8}")
