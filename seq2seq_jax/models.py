@@ -25,14 +25,19 @@ def sigmoid(x):
 
 
 def lstm_cell(a_x, h, c, W_h, mask):
-    """(1)-(6) given a_x = x W_x + b: [B, 4H]; mask bool[B] carries the state where False."""
+    """(1)-(6) given a_x = x W_x + b: [B, 4H]; mask bool[B] carries the state where False.
+
+    Returns the new (h, c) and what the backward (1')-(6') reads: (c_prev, i, f, g, o, tanh(c~)).
+    """
     a = a_x + h @ W_h                                                     # (1)
     a_i, a_f, a_g, a_o = jnp.split(a, 4, axis=-1)
     i, f, g, o = sigmoid(a_i), sigmoid(a_f), jnp.tanh(a_g), sigmoid(a_o)  # (2)
     c_new = f * c + i * g                                                 # (3)
-    h_new = o * jnp.tanh(c_new)                                           # (4)
+    tanh_c = jnp.tanh(c_new)
     keep = mask[:, None]
-    return jnp.where(keep, h_new, h), jnp.where(keep, c_new, c)           # (6), (5)
+    h_out = jnp.where(keep, o * tanh_c, h)                                # (4), (6)
+    c_out = jnp.where(keep, c_new, c)                                     # (5)
+    return h_out, c_out, (c, i, f, g, o, tanh_c)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(5,))
@@ -51,17 +56,8 @@ def lstm_scan(a_x, h0, c0, W_h, mask, unroll=1):
 
 def _lstm_scan_forward(a_x, h0, c0, W_h, mask, unroll):
     def body(carry, inputs):
-        h_prev, c_prev = carry
-        a_x_t, m = inputs
-        a = a_x_t + h_prev @ W_h                                              # (1)
-        a_i, a_f, a_g, a_o = jnp.split(a, 4, axis=-1)
-        i, f, g, o = sigmoid(a_i), sigmoid(a_f), jnp.tanh(a_g), sigmoid(a_o)  # (2)
-        c_new = f * c_prev + i * g                                            # (3)
-        tanh_c = jnp.tanh(c_new)
-        keep = m[:, None]
-        h = jnp.where(keep, o * tanh_c, h_prev)                               # (4), (6)
-        c = jnp.where(keep, c_new, c_prev)                                    # (5)
-        return (h, c), (h, (c_prev, i, f, g, o, tanh_c))
+        h, c, saved = lstm_cell(inputs[0], *carry, W_h, inputs[1])
+        return (h, c), (h, saved)
 
     return lax.scan(body, (h0, c0), (a_x, mask), unroll=unroll)
 
@@ -145,7 +141,7 @@ class LSTM(nnx.Module):
 
     def step(self, x, h, c, mask):
         """One step: x [B, D], h, c [B, H], mask bool[B] -> (h, c)."""
-        return lstm_cell(x @ self.W_x[...] + self.b[...], h, c, self.W_h[...], mask)
+        return lstm_cell(x @ self.W_x[...] + self.b[...], h, c, self.W_h[...], mask)[:2]
 
     def __call__(self, x, h0, c0, mask, unroll=1):
         """x [B, T, D], mask bool[B, T] -> hs [B, T, H], final (h, c)."""

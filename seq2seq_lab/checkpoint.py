@@ -11,7 +11,7 @@ import json
 import os
 import re
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +123,3 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 def latest_checkpoint(directory: str | Path) -> Checkpoint | None:
     paths = list_checkpoints(directory)
     return load_checkpoint(paths[-1]) if paths else None
-
-
-def config_to_json(config: ModelConfig) -> dict:
-    return asdict(config)

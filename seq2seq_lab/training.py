@@ -7,7 +7,6 @@ depends only on (seed, step) and so does its dropout mask.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -208,7 +207,3 @@ def _progress(total: int, start: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=start, disable=not enabled, unit="step", dynamic_ncols=True)
-
-
-def replace_steps(run: RunSettings, **changes) -> RunSettings:
-    return dataclasses.replace(run, **changes)

@@ -1,7 +1,6 @@
 """Built-in tasks, vocabularies, corpus loaders and batching."""
 import datetime as dt
 import re
-import warnings
 
 import numpy as np
 import pytest

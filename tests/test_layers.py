@@ -143,7 +143,7 @@ def test_bahdanau_attention_backward(rng):
 
 
 def test_luong_attention_backward(rng):
-    B, T, S, K, H = 2, 3, 4, 6, 5
+    B, T, K, H = 2, 3, 6, 5
     keys, src_mask = _attention_inputs(rng)
     queries = rng.standard_normal((B, T, H))
     W_a, W_c = rng.standard_normal((H, K)) * 0.5, rng.standard_normal((K + H, H)) * 0.3

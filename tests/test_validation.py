@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from seq2seq_ref import Batch, ModelConfig, init_params, loss_and_grads, make_batch
+from seq2seq_ref import ModelConfig, init_params, loss_and_grads, make_batch
 from seq2seq_ref.decode import beam_search, greedy_decode
 
 CONFIG = ModelConfig(9, 8, 3, 4, attention="luong")
