@@ -19,16 +19,17 @@ from .models import Seq2Seq
 from .params import check_precision
 
 
+def _unfinished(carry, max_len):
+    """while_loop condition: both decoders keep the step in carry[0] and the finished flags in carry[4]."""
+    return (carry[0] < max_len) & ~jnp.all(carry[4])
+
+
 @partial(jax.jit, static_argnames=("config", "max_len"))
 def _greedy(params, config, src, src_lengths, max_len):
     model = Seq2Seq(config, params)
     memory, states = model.encode(src, src_lengths)
     B, S = src.shape
     dtype = memory.keys.dtype
-
-    def not_done(carry):
-        t, finished = carry[0], carry[4]
-        return (t < max_len) & ~jnp.all(finished)
 
     def body(carry):
         t, tokens, weights, previous, finished, states = carry
@@ -41,7 +42,7 @@ def _greedy(params, config, src, src_lengths, max_len):
 
     carry = (0, jnp.full((B, max_len), config.pad_id, src.dtype), jnp.zeros((B, max_len, S), dtype),
              jnp.full((B,), config.bos_id, src.dtype), jnp.zeros((B,), bool), states)
-    _, tokens, weights, *_ = lax.while_loop(not_done, body, carry)
+    _, tokens, weights, *_ = lax.while_loop(partial(_unfinished, max_len=max_len), body, carry)
     return tokens, weights
 
 
@@ -64,10 +65,6 @@ def _beam_search(params, config, src, src_lengths, beam_size, max_len, length_pe
     extend_finished = jnp.full((V,), -jnp.inf, dtype).at[config.pad_id].set(0.0)
     rows = jnp.arange(B)[:, None]
 
-    def not_done(carry):
-        t, finished = carry[0], carry[4]
-        return (t < max_len) & ~jnp.all(finished)
-
     def body(carry):
         t, log_probs, tokens, lengths, finished, states, previous = carry
         step, states, _ = model.step_log_probs(previous, states, memory)
@@ -85,7 +82,7 @@ def _beam_search(params, config, src, src_lengths, beam_size, max_len, length_pe
     carry = (0, jnp.full((B, K), -jnp.inf, dtype).at[:, 0].set(0.0),
              jnp.full((B, K, max_len), config.pad_id, src.dtype), jnp.zeros((B, K), src.dtype),
              jnp.zeros((B, K), bool), states, jnp.full((B * K,), config.bos_id, src.dtype))
-    _, log_probs, tokens, lengths, *_ = lax.while_loop(not_done, body, carry)
+    _, log_probs, tokens, lengths, *_ = lax.while_loop(partial(_unfinished, max_len=max_len), body, carry)
     scores = (log_probs / length_normaliser(lengths.astype(dtype), length_penalty)).astype(dtype)
     order = jnp.argsort(-scores, axis=1, stable=True)
     return tokens[rows, order], jnp.take_along_axis(scores, order, axis=1)

@@ -19,7 +19,7 @@ from seq2seq_ref import ModelConfig
 
 from .backends import OptimiserSettings, make_backend
 from .batching import encode_pairs, epoch_batches, make_padded_batch
-from .checkpoint import CheckpointError, latest_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, save_checkpoint
 from .data import DataSettings, build_vocabs, load_splits
 from .evaluate import evaluate, exact_match
 from .plots import plot_loss_curve
@@ -189,8 +189,6 @@ def _diverged(what: str, step: int, out_dir: Path):
 
 
 def _newest(out_dir: Path):
-    from .checkpoint import list_checkpoints
-
     paths = list_checkpoints(out_dir)
     return paths[-1] if paths else None
 
