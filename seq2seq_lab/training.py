@@ -121,6 +121,8 @@ def train(out_dir: str | Path, model: ModelOptions = ModelOptions(), data: DataS
         params = engine.to_device(checkpoint.params)
         opt_state = engine.opt_state_from_arrays(checkpoint.opt_state, params)
         start = checkpoint.step
+        if run.stop_at_accuracy is not None and checkpoint.meta.get("valid_exact_match", -1) >= run.stop_at_accuracy:
+            total_steps = start  # it already stopped early: report it again, train no further
     else:
         params = engine.init_params(run.seed)
         opt_state = engine.init_opt_state(params)
@@ -165,7 +167,7 @@ def train(out_dir: str | Path, model: ModelOptions = ModelOptions(), data: DataS
                 if not all(np.isfinite(value).all() for value in host_params.values()):
                     _diverged("parameters became non-finite", step, out_dir)
                 save_checkpoint(out_dir, step, host_params, engine.opt_state_to_arrays(opt_state),
-                                             meta, run.keep)
+                                {**meta, "valid_exact_match": valid_accuracy}, run.keep)
                 if run.stop_at_accuracy is not None and valid_accuracy >= run.stop_at_accuracy:
                     break
     bar.close()

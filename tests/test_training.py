@@ -47,6 +47,15 @@ def test_checkpoint_written_by_one_backend_resumes_in_the_other(tmp_path):
     np.testing.assert_allclose(losses(tmp_path / "run"), losses(tmp_path / "ref"), rtol=1e-4)
 
 
+def test_a_run_that_stopped_early_is_not_trained_further(tmp_path):
+    tiny_run(tmp_path, 12, stop_at_accuracy=0.0)  # any accuracy stops it at the first evaluation
+    log = (tmp_path / "metrics.jsonl").read_text()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-00000004.npz"]
+    summary = tiny_run(tmp_path, 12, stop_at_accuracy=0.0)
+    assert summary["steps"] == 4 and (tmp_path / "metrics.jsonl").read_text() == log
+    assert len(list_checkpoints(tmp_path)) == 1
+
+
 def test_checkpoints_keep_the_newest(tmp_path):
     tiny_run(tmp_path, 12, keep=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-00000008.npz", "checkpoint-00000012.npz"]
@@ -140,6 +149,10 @@ def test_train_evaluate_translate_commands(tmp_path, capsys, monkeypatch):
     scores = json.loads(capsys.readouterr().out)
     assert set(scores) >= {"exact_match", "token_accuracy", "perplexity", "bleu", "chrf"}
     assert 0 <= scores["exact_match"] <= 1 and scores["perplexity"] >= 1
+    pairs = tmp_path / "held_out.tsv"
+    pairs.write_text("abc\tabc\n12\t12\n")
+    assert main(["evaluate", "--run", run, "--backend", "numpy", "--data", str(pairs), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["examples"] == 2
     monkeypatch.setattr("sys.stdin", __import__("io").StringIO("abc\n\n12\n"))
     plot = tmp_path / "attention.png"
     assert main(["translate", "--run", run, "--backend", "numpy", "--attention-plot", str(plot)]) == 0
