@@ -7,7 +7,7 @@ import numpy as np
 
 from seq2seq_ref.batch import pad_sequences
 
-from .batching import EncodedPairs, make_padded_batch, sequential_batches
+from .batching import EncodedPairs, make_padded_batch, round_width, sequential_batches
 from .vocab import EOS_ID, PAD_ID, Vocab
 
 
@@ -23,7 +23,7 @@ def decode_ids(backend, params, sources: list[list[int]], max_len: int, batch_si
     for indices in sequential_batches(len(sources), batch_size):
         rows = [sources[i] for i in indices]
         rows += [rows[0]] * (min(batch_size, len(sources)) - len(rows))
-        width = min(-(-max(map(len, rows)) // pad_multiple) * pad_multiple, longest)
+        width = round_width(max(map(len, rows)), pad_multiple, longest)
         src = pad_sequences(rows, PAD_ID, width)
         lengths = np.array([len(r) for r in rows])
         if beam > 1:
@@ -48,28 +48,27 @@ def perplexity(backend, params, data: EncodedPairs, config, batch_size: int = 25
     return math.exp(total / tokens)
 
 
+def _decode_with_references(backend, params, data: EncodedPairs, batch_size: int, beam: int = 1):
+    """Each sentence's output ids and its reference ids (target + EOS), decoding up to 5 tokens past the longest."""
+    outputs, _ = decode_ids(backend, params, data.src, data.max_tgt_len + 5, batch_size, beam)
+    return outputs, [[*target, EOS_ID] for target in data.tgt]
+
+
 def evaluate(backend, params, config, data: EncodedPairs, tgt_vocab: Vocab, batch_size: int = 256, beam: int = 1,
              with_perplexity: bool = True) -> dict:
     """Scores of greedy (or beam) output against the references."""
     import sacrebleu
 
-    max_len = data.max_tgt_len + 5
-    outputs, _ = decode_ids(backend, params, data.src, max_len, batch_size, beam)
-    exact = correct = total = 0
-    hypotheses, references = [], []
-    for output, target, (_, reference_text) in zip(outputs, data.tgt, data.texts):
-        reference = [*target, EOS_ID]
-        exact += output == reference
-        correct += sum(a == b for a, b in zip(output, reference))
-        total += len(reference)
-        hypotheses.append(tgt_vocab.decode(output))
-        references.append(reference_text)
+    outputs, references = _decode_with_references(backend, params, data, batch_size, beam)
+    correct = sum(sum(a == b for a, b in zip(o, r)) for o, r in zip(outputs, references))
+    hypotheses = [tgt_vocab.decode(output) for output in outputs]
+    reference_texts = [target_text for _, target_text in data.texts]
     scores = {
         "examples": len(outputs),
-        "exact_match": exact / len(outputs),
-        "token_accuracy": correct / total,
-        "bleu": sacrebleu.corpus_bleu(hypotheses, [references]).score,
-        "chrf": sacrebleu.corpus_chrf(hypotheses, [references]).score,
+        "exact_match": float(np.mean([o == r for o, r in zip(outputs, references)])),
+        "token_accuracy": correct / sum(map(len, references)),
+        "bleu": sacrebleu.corpus_bleu(hypotheses, [reference_texts]).score,
+        "chrf": sacrebleu.corpus_chrf(hypotheses, [reference_texts]).score,
     }
     if with_perplexity:
         scores["perplexity"] = perplexity(backend, params, data, config, batch_size)
@@ -77,5 +76,5 @@ def evaluate(backend, params, config, data: EncodedPairs, tgt_vocab: Vocab, batc
 
 
 def exact_match(backend, params, data: EncodedPairs, batch_size: int = 256) -> float:
-    outputs, _ = decode_ids(backend, params, data.src, data.max_tgt_len + 5, batch_size)
-    return float(np.mean([o == [*t, EOS_ID] for o, t in zip(outputs, data.tgt)]))
+    outputs, references = _decode_with_references(backend, params, data, batch_size)
+    return float(np.mean([o == r for o, r in zip(outputs, references)]))

@@ -99,7 +99,6 @@ def loss_and_grads(params, config: ModelConfig, batch: Batch, dropout_rng=None):
     check_config(config)
     dtype = check_params(params, config)
     batch = check_batch(batch, config)
-    check_dropout_rng(config, dropout_rng)
-    loss, cache = forward(params, config, batch, dropout_rng)
+    loss, cache = forward(params, config, batch, dropout_rng)  # forward checks dropout_rng before computing
     grads = backward(cache)
     return dtype.type(loss), {name: grads[name].astype(dtype, copy=False) for name in params}
