@@ -25,6 +25,9 @@ class EncodedPairs:
     def __len__(self) -> int:
         return len(self.src)
 
+    def __getitem__(self, rows: slice) -> "EncodedPairs":
+        return EncodedPairs(self.src[rows], self.tgt[rows], self.texts[rows])
+
     @property
     def max_src_len(self) -> int:
         return max(map(len, self.src))

@@ -44,6 +44,10 @@ def checkpoint_path(directory: Path, step: int) -> Path:
     return Path(directory) / f"checkpoint-{step:08d}.npz"
 
 
+def checkpoint_step(path: Path) -> int:
+    return int(_NAME.match(Path(path).name).group(1))
+
+
 def list_checkpoints(directory: str | Path) -> list[Path]:
     """Checkpoints in directory, oldest first."""
     directory = Path(directory)
@@ -74,8 +78,10 @@ def save_checkpoint(directory: str | Path, step: int, params, opt_state, meta: d
         if temporary.exists():
             temporary.unlink()
     _fsync_directory(directory)
-    for old in list_checkpoints(directory)[:-keep]:
-        old.unlink()
+    # Only checkpoints older than this one: a later step in the folder is not ours to prune.
+    older = [path for path in list_checkpoints(directory) if checkpoint_step(path) < step]
+    for old in older[: max(0, len(older) - (keep - 1))]:
+        old.unlink(missing_ok=True)
     return final
 
 

@@ -20,15 +20,28 @@ class Corpus:
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (line number, why)
 
 
+def split_lines(text: str) -> list[str]:
+    """Lines split at "\n" only, one trailing "\r" stripped from each.
+
+    Not str.splitlines(): it also breaks at U+0085, U+2028, U+2029 and other
+    separators that may sit inside a sentence, which would misalign two
+    parallel files.
+    """
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def _read_lines(path: str | Path, argument: str) -> list[str]:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first sentence
     except UnicodeDecodeError as error:
         raise ValueError(f"{argument}: expected UTF-8 text in {path}, got an invalid byte at offset {error.start}") from None
     except OSError as error:
         raise ValueError(f"{argument}: cannot read {path}: {error.strerror or error}") from None
-    lines = text.splitlines()
+    lines = split_lines(text)
     if not any(line.strip() for line in lines):
         raise ValueError(f"{argument}: expected sentence pairs in {path}, got an empty file")
     return lines

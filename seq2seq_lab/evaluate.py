@@ -11,15 +11,23 @@ from .batching import EncodedPairs, make_padded_batch, round_width, sequential_b
 from .vocab import EOS_ID, PAD_ID, Vocab
 
 
+# Rows per batch are capped so that rows * source width * max_len (the attention weights kept for
+# plotting) and rows * target width * vocabulary (the logits of perplexity) stay under this many entries.
+DECODE_BUDGET = 1 << 22
+
+
 def decode_ids(backend, params, sources: list[list[int]], max_len: int, batch_size: int = 256, beam: int = 1,
                length_penalty: float = 0.6, pad_multiple: int = 8):
     """Output ids (each up to and including EOS) and, for greedy decoding, attention weights per sentence.
 
     Batches are padded to batch_size rows and widths to pad_multiple, so a
-    compiled backend sees few shapes.
+    compiled backend sees few shapes; long sources get fewer rows per batch
+    (DECODE_BUDGET), so memory stays bounded whatever the input.
     """
     outputs, weights = [], []
     longest = max(map(len, sources))
+    batch_size = max(1, min(batch_size, DECODE_BUDGET // (round_width(longest, pad_multiple, longest)
+                                                           * max_len * max(beam, 1))))
     for indices in sequential_batches(len(sources), batch_size):
         rows = [sources[i] for i in indices]
         rows += [rows[0]] * (min(batch_size, len(sources)) - len(rows))
@@ -41,6 +49,7 @@ def decode_ids(backend, params, sources: list[list[int]], max_len: int, batch_si
 
 def perplexity(backend, params, data: EncodedPairs, config, batch_size: int = 256) -> float:
     total, tokens = 0.0, 0
+    batch_size = max(1, min(batch_size, DECODE_BUDGET // (data.max_tgt_len * config.tgt_vocab_size)))  # logits
     for indices in sequential_batches(len(data), batch_size):
         batch = make_padded_batch(data, indices, config)
         total += backend.nll(params, batch)
@@ -48,18 +57,24 @@ def perplexity(backend, params, data: EncodedPairs, config, batch_size: int = 25
     return math.exp(total / tokens)
 
 
-def _decode_with_references(backend, params, data: EncodedPairs, batch_size: int, beam: int = 1):
-    """Each sentence's output ids and its reference ids (target + EOS), decoding up to 5 tokens past the longest."""
-    outputs, _ = decode_ids(backend, params, data.src, data.max_tgt_len + 5, batch_size, beam)
+def _decode_with_references(backend, params, data: EncodedPairs, batch_size: int, beam: int = 1,
+                            max_len: int | None = None):
+    """Each sentence's output ids and its reference ids (target + EOS).
+
+    Decodes up to 5 tokens past the longest reference, and never past max_len
+    (the run's --max-len: no training target was longer).
+    """
+    limit = data.max_tgt_len + 5 if max_len is None else min(data.max_tgt_len + 5, max_len)
+    outputs, _ = decode_ids(backend, params, data.src, limit, batch_size, beam)
     return outputs, [[*target, EOS_ID] for target in data.tgt]
 
 
 def evaluate(backend, params, config, data: EncodedPairs, tgt_vocab: Vocab, batch_size: int = 256, beam: int = 1,
-             with_perplexity: bool = True) -> dict:
-    """Scores of greedy (or beam) output against the references."""
+             with_perplexity: bool = True, max_len: int | None = None) -> dict:
+    """Scores of greedy (or beam) output against the references, decoding at most max_len tokens."""
     import sacrebleu
 
-    outputs, references = _decode_with_references(backend, params, data, batch_size, beam)
+    outputs, references = _decode_with_references(backend, params, data, batch_size, beam, max_len)
     correct = sum(sum(a == b for a, b in zip(o, r)) for o, r in zip(outputs, references))
     hypotheses = [tgt_vocab.decode(output) for output in outputs]
     reference_texts = [target_text for _, target_text in data.texts]
@@ -75,6 +90,6 @@ def evaluate(backend, params, config, data: EncodedPairs, tgt_vocab: Vocab, batc
     return scores
 
 
-def exact_match(backend, params, data: EncodedPairs, batch_size: int = 256) -> float:
-    outputs, references = _decode_with_references(backend, params, data, batch_size)
+def exact_match(backend, params, data: EncodedPairs, batch_size: int = 256, max_len: int | None = None) -> float:
+    outputs, references = _decode_with_references(backend, params, data, batch_size, max_len=max_len)
     return float(np.mean([o == r for o, r in zip(outputs, references)]))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -10,13 +11,12 @@ from pathlib import Path
 from seq2seq_ref import ATTENTION_TYPES
 
 from .backends import BACKENDS, OptimiserSettings, jax_available, make_backend
-from .batching import encode_pairs
 from .checkpoint import CheckpointError, latest_checkpoint
-from .corpus import read_parallel, read_tsv
-from .data import DataSettings, load_splits
+from .corpus import read_parallel, read_tsv, split_lines
+from .data import DataSettings, check_fingerprints, load_splits
 from .evaluate import decode_ids, evaluate
 from .tasks import TASKS
-from .training import ModelOptions, RunSettings, TrainingDiverged, train
+from .training import ModelOptions, RunSettings, TrainingDiverged, encode_splits, train
 from .vocab import TOKENIZERS, Vocab, tokenize
 
 DEFAULT_RUN = "runs/dates"
@@ -32,39 +32,46 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--data", help="TSV file 'source<TAB>target[<TAB>...]', or the source side of two aligned files")
     data.add_argument("--data-target", help="target side of two aligned plain-text files")
     data.add_argument("--tokenizer", choices=TOKENIZERS, default="char", help="for --data (tasks are char-level)")
-    data.add_argument("--min-freq", type=int, default=1)
-    data.add_argument("--max-vocab", type=int, default=None)
-    data.add_argument("--max-len", type=int, default=64, help="drop pairs with a longer side (tokens)")
+    data.add_argument("--min-freq", type=int, default=1, help="keep tokens seen at least this often in training")
+    data.add_argument("--max-vocab", type=int, default=None, help="at most this many tokens, specials included")
+    data.add_argument("--max-len", type=int, default=64,
+                      help="drop pairs with a longer side (tokens), in every split; also the longest output "
+                           "decoded when scoring")
     data.add_argument("--skip-malformed", action="store_true", help="skip malformed lines (default: fail)")
     data.add_argument("--train-size", type=int, default=20_000, help="training pairs of a built-in task")
     model = parser.add_argument_group("model")
     defaults = ModelOptions()
-    model.add_argument("--attention", choices=ATTENTION_TYPES, default=defaults.attention)
-    model.add_argument("--embed-dim", type=int, default=defaults.embed_dim)
-    model.add_argument("--hidden-dim", type=int, default=defaults.hidden_dim)
-    model.add_argument("--layers", type=int, default=defaults.num_layers)
-    model.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=defaults.bidirectional)
-    model.add_argument("--dropout", type=float, default=defaults.dropout)
-    model.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
+    model.add_argument("--attention", choices=ATTENTION_TYPES, default=defaults.attention,
+                       help="how the decoder reads the encoder")
+    model.add_argument("--embed-dim", type=int, default=defaults.embed_dim, help="token embedding width")
+    model.add_argument("--hidden-dim", type=int, default=defaults.hidden_dim, help="LSTM state width")
+    model.add_argument("--layers", type=int, default=defaults.num_layers, help="stacked LSTM layers")
+    model.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=defaults.bidirectional,
+                       help="bidirectional encoder")
+    model.add_argument("--dropout", type=float, default=defaults.dropout, help="dropout rate in training")
+    model.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing,
+                       help="label smoothing of the loss")
     run = parser.add_argument_group("training")
     length = run.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, default=None, help="optimiser steps (default 2000)")
+    length.add_argument("--steps", type=int, default=None, help="optimiser steps (2000 unless --epochs)")
     length.add_argument("--epochs", type=float, default=None, help="passes over the training pairs")
-    run.add_argument("--batch-size", type=int, default=64)
-    run.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    run.add_argument("--lr", type=float, default=3e-3)
+    run.add_argument("--batch-size", type=int, default=64, help="pairs per training step")
+    run.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="optimiser")
+    run.add_argument("--lr", type=float, default=3e-3, help="learning rate")
     run.add_argument("--momentum", type=float, default=0.9, help="for sgd")
     run.add_argument("--clip-norm", type=float, default=5.0, help="global-norm clipping; 0 turns it off")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=int, default=0, help="seeds the splits, initialisation, batches and dropout")
     run.add_argument("--backend", choices=BACKENDS, default=None, help="default: jax if installed, else numpy")
     run.add_argument("--out", default=None, help="run folder (default runs/<task or data file name>)")
-    run.add_argument("--fresh", action="store_true", help="start over instead of resuming from --out")
+    run.add_argument("--fresh", action="store_true",
+                     help="start a new run instead of resuming; an earlier run in --out is moved into "
+                          "--out/previous-<timestamp>/, never deleted")
     run.add_argument("--keep", type=int, default=3, help="checkpoints kept")
-    run.add_argument("--log-every", type=int, default=25)
+    run.add_argument("--log-every", type=int, default=25, help="steps between loss records in metrics.jsonl")
     run.add_argument("--eval-every", type=int, default=250, help="validation exact match + checkpoint")
-    run.add_argument("--stop-at-accuracy", type=float, default=0.995,
-                     help="stop once validation exact match reaches this (default 0.995; 0 never stops early)")
-    run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--stop-at-accuracy", type=fraction, default=0.995,
+                     help="stop once validation exact match reaches this (0 never stops early)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run_train(args) -> int:
@@ -92,8 +99,13 @@ def run_train(args) -> int:
     print(f"test exact match {test['exact_match']:.4f}  token accuracy {test['token_accuracy']:.4f}  "
           f"perplexity {test['perplexity']:.3f}  BLEU {test['bleu']:.1f}  chrF {test['chrf']:.1f}  "
           f"({test['examples']} held-out pairs)")
-    print(f"{summary['steps']} steps in {summary['train_seconds']:.0f} s ({summary['total_seconds']:.0f} s with "
-          f"evaluation); checkpoint {summary['checkpoint']}; metrics {summary['metrics']}; "
+    if summary["steps_trained"]:
+        trained = (f"trained {summary['steps_trained']} steps this time (step {summary['resumed_from']} -> "
+                   f"{summary['steps']}) in {summary['train_seconds']:.1f} s of training, "
+                   f"{summary['tokens_per_s']:.0f} target tokens/s; {summary['total_seconds']:.0f} s in all")
+    else:
+        trained = f"trained no steps (re-scored the checkpoint at step {summary['steps']})"
+    print(f"{trained}; checkpoint {summary['checkpoint']}; metrics {summary['metrics']}; "
           f"loss curve {summary['loss_curve']}")
     return 0
 
@@ -109,29 +121,37 @@ def load_run(run_dir: str, backend: str | None):
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", default=DEFAULT_RUN, help=f"run folder (default {DEFAULT_RUN})")
+    parser.add_argument("--run", default=DEFAULT_RUN, help="run folder")
     parser.add_argument("--split", choices=("test", "valid", "train"), default="test",
-                        help="split of the run's own data (default test)")
+                        help="split of the run's own data")
     parser.add_argument("--data", help="score these pairs instead (TSV, or source side of two aligned files)")
     parser.add_argument("--data-target", help="target side of two aligned files")
-    parser.add_argument("--skip-malformed", action="store_true")
-    parser.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
-    parser.add_argument("--backend", choices=BACKENDS, default=None)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--skip-malformed", action="store_true", help="skip malformed lines of --data")
+    parser.add_argument("--beam", type=positive_int, default=1, help="beam size (1: greedy)")
+    parser.add_argument("--backend", choices=BACKENDS, default=None, help="default: jax if installed, else numpy")
+    parser.add_argument("--json", action="store_true", help="print JSON")
 
 
 def run_evaluate(args) -> int:
     checkpoint, engine, params, src_vocab, tgt_vocab = load_run(args.run, args.backend)
     on_error = "skip" if args.skip_malformed else "fail"
+    settings = DataSettings(**checkpoint.meta["data"])
     if args.data:
         corpus = read_parallel(args.data, args.data_target, on_error) if args.data_target else \
             read_tsv(args.data, on_error)
         pairs = corpus.pairs
     else:
-        pairs = load_splits(DataSettings(**checkpoint.meta["data"]), checkpoint.meta["seed"])[args.split]
-    data, dropped = encode_pairs(pairs, src_vocab, tgt_vocab)
-    scores = evaluate(engine, params, checkpoint.config, data, tgt_vocab, beam=args.beam)
-    scores["dropped_empty_source"] = dropped
+        check_fingerprints(settings, checkpoint.meta.get("data_files"), args.run)
+        pairs = load_splits(settings, checkpoint.meta["seed"])[args.split]
+    # The run's own length filter, on every split alike; it also bounds the decoded length.
+    data, dropped = encode_splits({args.split if not args.data else "data": pairs}, src_vocab, tgt_vocab,
+                                  settings.max_len)
+    data, dropped = next(iter(data.values())), next(iter(dropped.values()))
+    if dropped:
+        print(f"warning: dropped {dropped} of {len(pairs)} pairs with a side longer than the run's --max-len "
+              f"{settings.max_len} tokens (or an empty source)", file=sys.stderr)
+    scores = evaluate(engine, params, checkpoint.config, data, tgt_vocab, beam=args.beam, max_len=settings.max_len)
+    scores["dropped"] = dropped
     if args.json:
         print(json.dumps(scores, indent=1))
     else:
@@ -141,21 +161,28 @@ def run_evaluate(args) -> int:
 
 def add_translate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", nargs="*", help="sentences to translate (default: one per line of stdin)")
-    parser.add_argument("--run", default=DEFAULT_RUN, help=f"run folder (default {DEFAULT_RUN})")
-    parser.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
-    parser.add_argument("--max-len", type=int, default=100)
+    parser.add_argument("--run", default=DEFAULT_RUN, help="run folder")
+    parser.add_argument("--beam", type=positive_int, default=1, help="beam size (1: greedy)")
+    parser.add_argument("--max-len", type=positive_int, default=None,
+                        help="longest output in tokens (default: the run's --max-len)")
     parser.add_argument("--attention-plot", metavar="FILE.png", help="save attention heatmaps (greedy only)")
-    parser.add_argument("--backend", choices=BACKENDS, default=None)
+    parser.add_argument("--backend", choices=BACKENDS, default=None, help="default: jax if installed, else numpy")
 
 
 def run_translate(args) -> int:
-    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    texts = args.text or [line for line in split_lines(sys.stdin.read().lstrip("\ufeff")) if line.strip()]
     if not texts:
         raise ValueError("text: expected sentences as arguments or on stdin, got none")
-    if args.attention_plot and args.beam > 1:
-        raise ValueError("attention_plot: expected greedy decoding (--beam 1), got --beam "
-                         f"{args.beam}")
+    if args.attention_plot:
+        if args.beam > 1:
+            raise ValueError(f"attention_plot: expected greedy decoding (--beam 1), got --beam {args.beam}")
+        folder = Path(args.attention_plot).expanduser().absolute().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise ValueError(f"attention_plot: expected a file in a writable folder, got {args.attention_plot} "
+                             f"({folder} {'is not writable' if folder.is_dir() else 'does not exist'})")
     checkpoint, engine, params, src_vocab, tgt_vocab = load_run(args.run, args.backend)
+    if args.attention_plot and checkpoint.config.attention == "none":
+        raise ValueError("attention_plot: the model has attention 'none'; there are no weights to plot")
     sources = []
     for text in texts:
         with warnings.catch_warnings(record=True) as caught:
@@ -166,13 +193,12 @@ def run_translate(args) -> int:
         if not ids:
             raise ValueError(f"text: expected a non-empty sentence, got {text!r}")
         sources.append(ids)
-    outputs, weights = decode_ids(engine, params, sources, args.max_len, batch_size=min(len(sources), 64),
+    max_len = args.max_len or DataSettings(**checkpoint.meta["data"]).max_len
+    outputs, weights = decode_ids(engine, params, sources, max_len, batch_size=min(len(sources), 64),
                                   beam=args.beam)
     for output in outputs:
         print(tgt_vocab.decode(output))
     if args.attention_plot:
-        if weights[0] is None:
-            raise ValueError("attention_plot: the model has attention 'none'; there are no weights to plot")
         from .plots import plot_attention
 
         items = [(tokenize(text, src_vocab.tokenizer),
@@ -180,3 +206,23 @@ def run_translate(args) -> int:
                  for text, output, weight in zip(texts, outputs, weights)]
         print(f"attention heatmap: {plot_attention(items, args.attention_plot)}", file=sys.stderr)
     return 0
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,12 +22,17 @@ from seq2seq_ref import ModelConfig
 from .backends import OptimiserSettings, make_backend
 from .batching import encode_pairs, epoch_batches, make_padded_batch
 from .checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, save_checkpoint
-from .data import DataSettings, build_vocabs, load_splits
+from .data import DataSettings, build_vocabs, check_fingerprints, fingerprint_files, load_splits
 from .evaluate import evaluate, exact_match
 from .plots import plot_loss_curve
+from .run_folder import exclusive, move_previous_run, remove_stale_temporaries, truncate_metrics
 from .vocab import BOS_ID, EOS_ID, PAD_ID, Vocab
 
 MODEL_FIELDS = ("embed_dim", "hidden_dim", "num_layers", "bidirectional", "attention", "dropout", "label_smoothing")
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 class TrainingDiverged(RuntimeError):
@@ -70,6 +77,8 @@ class RunSettings:
             raise ValueError(f"steps: expected an int >= 1, got {self.steps}")
         if self.epochs is not None and not self.epochs > 0:
             raise ValueError(f"epochs: expected a number > 0, got {self.epochs}")
+        if self.stop_at_accuracy is not None and not 0 <= self.stop_at_accuracy <= 1:
+            raise ValueError(f"stop_at_accuracy: expected a fraction in [0, 1], got {self.stop_at_accuracy}")
 
 
 def _check_resume(meta: dict, config: ModelConfig, data: DataSettings, optimiser: OptimiserSettings,
@@ -77,7 +86,8 @@ def _check_resume(meta: dict, config: ModelConfig, data: DataSettings, optimiser
     """A checkpoint may only be resumed by the run that wrote it."""
     wanted = {"config": {f: getattr(config, f) for f in MODEL_FIELDS}, "data": data.to_json(),
               "optimizer": asdict(optimiser), "seed": run.seed, "batch_size": run.batch_size}
-    stored = {"config": {f: meta["config"][f] for f in MODEL_FIELDS}, "data": meta["data"],
+    stored = {"config": {f: meta["config"][f] for f in MODEL_FIELDS},
+              "data": DataSettings(**meta["data"]).to_json(),  # paths made absolute as they are now
               "optimizer": meta["optimizer"], "seed": meta["seed"], "batch_size": meta["batch_size"]}
     for key in wanted:
         if wanted[key] != stored[key]:
@@ -91,12 +101,29 @@ def _check_resume(meta: dict, config: ModelConfig, data: DataSettings, optimiser
 
 def train(out_dir: str | Path, model: ModelOptions = ModelOptions(), data: DataSettings = DataSettings(),
           run: RunSettings = RunSettings(steps=1000), optimiser: OptimiserSettings = OptimiserSettings(),
-          backend: str = "jax", resume: bool = True, progress: bool = True, evaluate_test: bool = True) -> dict:
-    """Train (or resume) the run in out_dir; returns the summary also written to summary.json."""
+          backend: str = "jax", resume: bool = True, progress: bool = True, evaluate_test: bool = True,
+          notify=_to_stderr) -> dict:
+    """Train (or resume) the run in out_dir; returns the summary also written to summary.json.
+
+    resume=False starts a new run: an earlier run in out_dir is moved into
+    out_dir/previous-<timestamp>/, never deleted.  notify receives one-line
+    messages for the user (moved runs, dropped pairs, re-scoring).
+    """
     out_dir = Path(out_dir)
+    with exclusive(out_dir):
+        for path in remove_stale_temporaries(out_dir):
+            notify(f"removed {path.name}, left by a process that died while writing a checkpoint")
+        if not resume and (aside := move_previous_run(out_dir)) is not None:
+            notify(f"--fresh: moved the previous run in {out_dir} to {aside}")
+        return _train_locked(out_dir, model, data, run, optimiser, backend, resume, progress, evaluate_test, notify)
+
+
+def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progress, evaluate_test, notify) -> dict:
     started = time.perf_counter()
-    splits = load_splits(data, run.seed)
     checkpoint = latest_checkpoint(out_dir) if resume else None
+    if checkpoint is not None:
+        check_fingerprints(data, checkpoint.meta.get("data_files"), str(out_dir))
+    splits = load_splits(data, run.seed)
     if checkpoint is not None:
         src_vocab = Vocab.from_json(checkpoint.meta["src_vocab"])
         tgt_vocab = Vocab.from_json(checkpoint.meta["tgt_vocab"])
@@ -104,16 +131,19 @@ def train(out_dir: str | Path, model: ModelOptions = ModelOptions(), data: DataS
         src_vocab, tgt_vocab = build_vocabs(data, splits["train"])
     config = model.config(src_vocab, tgt_vocab)
     engine = make_backend(backend, config, optimiser)
-    train_data, dropped = encode_pairs(splits["train"], src_vocab, tgt_vocab, data.max_len)
-    valid_data, _ = encode_pairs(splits["valid"][: run.eval_examples], src_vocab, tgt_vocab)
+    encoded, dropped = encode_splits(splits, src_vocab, tgt_vocab, data.max_len)
+    if any(dropped.values()):
+        notify(f"dropped pairs with a side longer than --max-len {data.max_len} tokens: "
+               + ", ".join(f"{name} {n}" for name, n in dropped.items()))
+    train_data, valid_data = encoded["train"], encoded["valid"][: run.eval_examples]
     if len(train_data) < run.batch_size:
         raise ValueError(f"batch_size: expected at most the {len(train_data)} training pairs, got {run.batch_size}")
     batches_per_epoch = len(epoch_batches(train_data, run.batch_size, run.seed, 0))
     total_steps = run.steps if run.steps is not None else max(1, math.ceil(run.epochs * batches_per_epoch))
 
     meta = {"config": asdict(config), "src_vocab": src_vocab.to_json(), "tgt_vocab": tgt_vocab.to_json(),
-            "data": data.to_json(), "optimizer": asdict(optimiser), "seed": run.seed,
-            "batch_size": run.batch_size, "backend": engine.name,
+            "data": data.to_json(), "data_files": fingerprint_files(data), "optimizer": asdict(optimiser),
+            "seed": run.seed, "batch_size": run.batch_size, "backend": engine.name,
             "rng": {"kind": "stateless: batch order from (seed, epoch), dropout from (seed, step)",
                     "seed": run.seed}}
     if checkpoint is not None:
@@ -121,21 +151,26 @@ def train(out_dir: str | Path, model: ModelOptions = ModelOptions(), data: DataS
         params = engine.to_device(checkpoint.params)
         opt_state = engine.opt_state_from_arrays(checkpoint.opt_state, params)
         start = checkpoint.step
-        if run.stop_at_accuracy is not None and checkpoint.meta.get("valid_exact_match", -1) >= run.stop_at_accuracy:
-            total_steps = start  # it already stopped early: report it again, train no further
+        stopped_early = (run.stop_at_accuracy is not None
+                         and checkpoint.meta.get("valid_exact_match", -1) >= run.stop_at_accuracy)
+        if stopped_early or total_steps <= start:
+            why = (f"it stopped early at validation exact match {checkpoint.meta['valid_exact_match']:.4f}"
+                   if stopped_early else f"it is at step {start}, at or past the {total_steps} asked for")
+            notify(f"re-scoring the checkpoint in {out_dir}, not training: {why}")
+            total_steps = start
     else:
         params = engine.init_params(run.seed)
         opt_state = engine.init_opt_state(params)
         start = 0
     metrics_path = out_dir / "metrics.jsonl"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _truncate_log(metrics_path, start)
+    truncate_metrics(metrics_path, start)
 
     bar = _progress(total_steps, start, progress)
     epoch_cache: dict[int, list] = {}
-    tokens_since, clock = 0, time.perf_counter()
-    valid_accuracy = None
-    with open(metrics_path, "a") as log:
+    tokens_since, tokens_trained, clock = 0, 0, time.perf_counter()
+    train_seconds = eval_seconds = 0.0
+    valid_accuracy = checkpoint.meta.get("valid_exact_match") if checkpoint is not None else None
+    with open(metrics_path, "a", encoding="utf-8") as log:
         step = start
         while step < total_steps:
             epoch, offset = divmod(step, batches_per_epoch)
@@ -151,6 +186,8 @@ def train(out_dir: str | Path, model: ModelOptions = ModelOptions(), data: DataS
                 if not math.isfinite(loss):
                     _diverged(f"loss became {loss}", step, out_dir)
                 now = time.perf_counter()
+                train_seconds += now - clock
+                tokens_trained += tokens_since
                 record = {"step": step, "epoch": round(step / batches_per_epoch, 3), "loss": loss,
                           "tokens_per_s": tokens_since / (now - clock), "elapsed_s": now - started}
                 tokens_since, clock = 0, now
@@ -159,29 +196,45 @@ def train(out_dir: str | Path, model: ModelOptions = ModelOptions(), data: DataS
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
             if evaluate_now:
-                valid_accuracy = exact_match(engine, params, valid_data)
+                valid_accuracy = exact_match(engine, params, valid_data, max_len=data.max_len)
                 log.write(json.dumps({"step": step, "valid_exact_match": valid_accuracy}) + "\n")
                 log.flush()
+                os.fsync(log.fileno())  # the log is durable up to the checkpoint written next
                 bar.set_postfix(loss=f"{loss:.4f}", valid_em=f"{valid_accuracy:.3f}")
                 host_params = engine.to_numpy(params)
                 if not all(np.isfinite(value).all() for value in host_params.values()):
                     _diverged("parameters became non-finite", step, out_dir)
                 save_checkpoint(out_dir, step, host_params, engine.opt_state_to_arrays(opt_state),
                                 {**meta, "valid_exact_match": valid_accuracy}, run.keep)
+                now = time.perf_counter()
+                eval_seconds += now - clock
+                clock = now  # the next record's throughput counts training time only
                 if run.stop_at_accuracy is not None and valid_accuracy >= run.stop_at_accuracy:
                     break
     bar.close()
-    train_seconds = time.perf_counter() - started
-    summary = {"run_dir": str(out_dir), "backend": engine.name, "steps": step, "train_seconds": train_seconds,
-               "train_pairs": len(train_data), "dropped_for_length": dropped, "valid_exact_match": valid_accuracy,
+    summary = {"run_dir": str(out_dir), "backend": engine.name, "steps": step, "resumed_from": start,
+               "steps_trained": step - start, "train_seconds": train_seconds,
+               "tokens_per_s": tokens_trained / train_seconds if train_seconds else None,
+               "validation_seconds": eval_seconds, "train_pairs": len(train_data), "dropped_for_length": dropped,
+               "max_len": data.max_len, "valid_exact_match": valid_accuracy,
                "checkpoint": str(_newest(out_dir)), "metrics": str(metrics_path)}
     if evaluate_test:
-        test_data, _ = encode_pairs(splits["test"], src_vocab, tgt_vocab)
-        summary["test"] = evaluate(engine, params, config, test_data, tgt_vocab)
+        summary["test"] = evaluate(engine, params, config, encoded["test"], tgt_vocab, max_len=data.max_len)
     summary["total_seconds"] = time.perf_counter() - started
     summary["loss_curve"] = str(plot_loss_curve(metrics_path, out_dir / "loss_curve.png"))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def encode_splits(splits, src_vocab: Vocab, tgt_vocab: Vocab, max_len: int):
+    """Every split encoded and filtered by max_len alike; returns (encoded splits, pairs dropped per split)."""
+    encoded, dropped = {}, {}
+    for name, pairs in splits.items():
+        encoded[name], dropped[name] = encode_pairs(pairs, src_vocab, tgt_vocab, max_len)
+        if pairs and not len(encoded[name]):
+            raise ValueError(f"max_len: expected some {name} pairs within --max-len {max_len} tokens a side, "
+                             f"got all {len(pairs)} longer (or with an empty source); raise --max-len")
+    return encoded, dropped
 
 
 def _diverged(what: str, step: int, out_dir: Path):
@@ -193,14 +246,6 @@ def _diverged(what: str, step: int, out_dir: Path):
 def _newest(out_dir: Path):
     paths = list_checkpoints(out_dir)
     return paths[-1] if paths else None
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop records past `step` (written after the checkpoint a resumed run starts from)."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in kept))
 
 
 def _progress(total: int, start: int, enabled: bool):
