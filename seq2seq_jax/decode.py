@@ -20,7 +20,7 @@ from .params import check_precision
 
 
 def _unfinished(carry, max_len):
-    """while_loop condition: both decoders keep the step in carry[0] and the finished flags in carry[4]."""
+    """while_loop condition: both decoders keep the step in carry[0] and the per-sentence done flags in carry[4]."""
     return (carry[0] < max_len) & ~jnp.all(carry[4])
 
 
@@ -54,38 +54,64 @@ def greedy_decode(params, config, src, src_lengths, max_len):
     return tokens, (None if config.attention == "none" else weights)
 
 
+def _ranked(keys, index):
+    """Positions sorted by keys (lexicographically, ascending), ties by position: the reference's np.lexsort."""
+    return lax.sort((*keys, index), dimension=-1, is_stable=True, num_keys=len(keys) + 1)[-1]
+
+
 @partial(jax.jit, static_argnames=("config", "beam_size", "max_len", "length_penalty"))
 def _beam_search(params, config, src, src_lengths, beam_size, max_len, length_penalty):
+    """seq2seq_ref.decode.beam_search step for step: a finished set beside the live beam, per-sentence stop."""
     model = Seq2Seq(config, params)
     memory, states = model.encode(src, src_lengths)
     B, K, V = src.shape[0], beam_size, config.tgt_vocab_size
     memory = jax.tree.map(lambda m: jnp.repeat(m, K, axis=0), memory)
     states = jax.tree.map(lambda s: jnp.repeat(s, K, axis=0), states)
     dtype = memory.keys.dtype
-    extend_finished = jnp.full((V,), -jnp.inf, dtype).at[config.pad_id].set(0.0)
     rows = jnp.arange(B)[:, None]
+    flat_index = jnp.broadcast_to(jnp.arange(K * V), (B, K * V))
+    best_bound = jnp.asarray(length_normaliser(max_len, length_penalty), dtype)
 
     def body(carry):
-        t, log_probs, tokens, lengths, finished, states, previous = carry
+        t, live_log_p, live_tokens, live_length, done, finished_scores, finished_tokens, states, previous = carry
         step, states, _ = model.step_log_probs(previous, states, memory)
-        step = jnp.where(finished[..., None], extend_finished, step.reshape(B, K, V))
-        candidates = (log_probs[..., None] + step).reshape(B, K * V)
-        log_probs, best = lax.top_k(candidates, K)
-        beam, token = best // V, (best % V).astype(tokens.dtype)
-        tokens = tokens[rows, beam].at[:, :, t].set(token)
-        was_finished = finished[rows, beam]
-        lengths = lengths[rows, beam] + (~was_finished).astype(lengths.dtype)
-        source_rows = (rows * K + beam).reshape(-1)
-        states = jax.tree.map(lambda s: s[source_rows], states)
-        return t + 1, log_probs, tokens, lengths, was_finished | (token == config.eos_id), states, token.reshape(-1)
+        step = step.reshape(B, K * V)
+        candidates = (live_log_p[..., None] + step.reshape(B, K, V)).reshape(B, K * V)
+        top = _ranked((-candidates, -step), flat_index)[:, : 2 * K]
+        top_log_p, beam, token = jnp.take_along_axis(candidates, top, axis=1), top // V, (top % V).astype(src.dtype)
+        extended = live_tokens[rows, beam].at[:, :, t].set(token)
+        ends = (token[:, :K] == config.eos_id) & jnp.isfinite(top_log_p[:, :K])
+        normaliser = length_normaliser((t + 1).astype(dtype), length_penalty)
+        new_scores = jnp.where(ends, top_log_p[:, :K] / normaliser, -jnp.inf)
+        pooled_scores = jnp.concatenate([finished_scores, new_scores], axis=1)
+        pooled_tokens = jnp.concatenate([finished_tokens, extended[:, :K]], axis=1)
+        kept = jnp.argsort(-pooled_scores, axis=1, stable=True)[:, :K]
+        live = jnp.argsort((token == config.eos_id).astype(jnp.int8), axis=1, stable=True)[:, :K]
+        update = ~done[:, None]
+        finished_scores = jnp.where(update, jnp.take_along_axis(pooled_scores, kept, axis=1), finished_scores)
+        finished_tokens = jnp.where(update[..., None], pooled_tokens[rows, kept], finished_tokens)
+        live_log_p = jnp.where(update, jnp.take_along_axis(top_log_p, live, axis=1), live_log_p)
+        live_tokens = jnp.where(update[..., None], extended[rows, live], live_tokens)
+        live_length = jnp.where(done, live_length, t + 1)
+        live_beam = jnp.take_along_axis(beam, live, axis=1)
+        states = jax.tree.map(lambda s: s[(rows * K + live_beam).reshape(-1)], states)
+        previous = jnp.take_along_axis(token, live, axis=1).reshape(-1)
+        done = done | (live_log_p.max(axis=1) / best_bound <= finished_scores[:, 0])  # (G2)
+        return t + 1, live_log_p, live_tokens, live_length, done, finished_scores, finished_tokens, states, previous
 
     carry = (0, jnp.full((B, K), -jnp.inf, dtype).at[:, 0].set(0.0),
-             jnp.full((B, K, max_len), config.pad_id, src.dtype), jnp.zeros((B, K), src.dtype),
-             jnp.zeros((B, K), bool), states, jnp.full((B * K,), config.bos_id, src.dtype))
-    _, log_probs, tokens, lengths, *_ = lax.while_loop(partial(_unfinished, max_len=max_len), body, carry)
-    scores = (log_probs / length_normaliser(lengths.astype(dtype), length_penalty)).astype(dtype)
-    order = jnp.argsort(-scores, axis=1, stable=True)
-    return tokens[rows, order], jnp.take_along_axis(scores, order, axis=1)
+             jnp.full((B, K, max_len), config.pad_id, src.dtype), jnp.zeros((B,), src.dtype),
+             jnp.zeros((B,), bool), jnp.full((B, K), -jnp.inf, dtype),
+             jnp.full((B, K, max_len), config.pad_id, src.dtype), states, jnp.full((B * K,), config.bos_id, src.dtype))
+    _, live_log_p, live_tokens, live_length, _, finished_scores, finished_tokens, *_ = lax.while_loop(
+        partial(_unfinished, max_len=max_len), body, carry)
+    live_scores = live_log_p / length_normaliser(live_length.astype(dtype), length_penalty)[:, None]
+    scores = jnp.concatenate([finished_scores, live_scores], axis=1)
+    index = jnp.broadcast_to(jnp.arange(2 * K), (B, 2 * K))
+    group = jnp.where(jnp.isfinite(scores), (index >= K).astype(jnp.int32), 2)  # finished, unfinished, empty
+    order = _ranked((group, -scores), index)[:, :K]
+    all_tokens = jnp.concatenate([finished_tokens, live_tokens], axis=1)
+    return all_tokens[rows, order], jnp.take_along_axis(scores, order, axis=1)
 
 
 def beam_search(params, config, src, src_lengths, beam_size, max_len, length_penalty=0.0):

@@ -1,5 +1,8 @@
 """The third leg of the gradient check: hand-written backprop vs JAX autodiff, in float64.
 
+Autodiff means autodiff everywhere: the model is built with custom_vjp=False, so the LSTM scans are
+differentiated by jax.grad through the plain lax.scan, not by their hand-written custom VJP.
+
 Same problem (params, ragged batch) as seq2seq_ref.gradcheck.  Per tensor,
 rel = |a - j| / max(|a| + |j|, AUTODIFF_TINY): with AUTODIFF_RTOL = 1e-9 and
 AUTODIFF_TINY = 1e-3 an entry passes when |a - j| <= max(1e-9 (|a| + |j|), 1e-12),
@@ -25,7 +28,7 @@ def compare_with_autodiff(config: ModelConfig, seed=0) -> dict[str, dict]:
 
     params, batch = gradcheck_problem(config, seed)
     _, hand = reference_loss_and_grads(params, config, batch)
-    _, auto = loss_and_grads(params, config, batch)
+    _, auto = loss_and_grads(params, config, batch, custom_vjp=False)  # autodiff all the way, LSTM scans too
     report = {}
     for name, a in hand.items():
         j = np.asarray(auto[name])

@@ -20,8 +20,8 @@ from seq2seq_ref.decoder import Memory
 
 
 def sigmoid(x):
-    # The identity the reference uses, so both round alike.
-    return 0.5 * (1.0 + jnp.tanh(0.5 * x))
+    # Stable on both sides (XLA's logistic); 0.5 (1 + tanh(x / 2)) cancels for x << 0 in float32 and bf16.
+    return jax.nn.sigmoid(x)
 
 
 def lstm_cell(a_x, h, c, W_h, mask):
@@ -95,6 +95,17 @@ def _lstm_scan_bwd(unroll, residuals, cotangents):
 lstm_scan.defvjp(_lstm_scan_fwd, _lstm_scan_bwd)
 
 
+def lstm_scan_autodiff(a_x, h0, c0, W_h, mask, unroll=1):
+    """lstm_scan without the custom VJP: jax.grad differentiates the plain lax.scan.
+
+    The independent third leg of the gradient check (`seq2seq gradcheck --against jax`): with the custom
+    VJP, "hand-written vs autodiff" would compare two hand-written backward passes.  Forward mode
+    (jax.jvp, jacfwd) cannot pass through a custom_vjp at all; it can through this one.
+    """
+    (h, c), (hs, _) = _lstm_scan_forward(a_x, h0, c0, W_h, mask, unroll)
+    return hs, h, c
+
+
 def reverse_padded(x, lengths):
     """Reverse each sequence's first lengths[b] steps along axis 1; padding stays put (B1)."""
     B, T = x.shape[:2]
@@ -104,8 +115,12 @@ def reverse_padded(x, lengths):
 
 
 def masked_softmax(scores, mask):
-    """(A3) padded positions get a -inf score, hence exactly zero weight."""
-    return jax.nn.softmax(jnp.where(mask, scores, -jnp.inf), axis=-1)
+    """(A3) padded positions get a -inf score, hence exactly zero weight; an all-masked row is all zeros."""
+    scores = jnp.where(mask, scores, -jnp.inf)
+    top = lax.stop_gradient(scores.max(axis=-1, keepdims=True))  # a shift: softmax does not depend on it
+    weights = jnp.exp(scores - jnp.where(jnp.isfinite(top), top, 0.0))
+    total = weights.sum(axis=-1, keepdims=True)
+    return weights / jnp.where(total > 0, total, 1.0)
 
 
 def length_mask(lengths, width):
@@ -136,8 +151,9 @@ class Linear(nnx.Module):
 class LSTM(nnx.Module):
     """W_x [D, 4H], W_h [H, 4H], b [4H]; gates i, f, g, o."""
 
-    def __init__(self, W_x, W_h, b):
+    def __init__(self, W_x, W_h, b, custom_vjp=True):
         self.W_x, self.W_h, self.b = nnx.Param(W_x), nnx.Param(W_h), nnx.Param(b)
+        self.scan = lstm_scan if custom_vjp else lstm_scan_autodiff
 
     def step(self, x, h, c, mask):
         """One step: x [B, D], h, c [B, H], mask bool[B] -> (h, c)."""
@@ -146,22 +162,22 @@ class LSTM(nnx.Module):
     def __call__(self, x, h0, c0, mask, unroll=1):
         """x [B, T, D], mask bool[B, T] -> hs [B, T, H], final (h, c)."""
         a_x = x @ self.W_x[...] + self.b[...]  # input half of (1), hoisted out of the scan: one GEMM
-        hs, h, c = lstm_scan(jnp.swapaxes(a_x, 0, 1), h0, c0, self.W_h[...], mask.T, unroll)
+        hs, h, c = self.scan(jnp.swapaxes(a_x, 0, 1), h0, c0, self.W_h[...], mask.T, unroll)
         return jnp.swapaxes(hs, 0, 1), (h, c)
 
 
 class EncoderLayer(nnx.Module):
-    def __init__(self, params, prefix, bidirectional):
-        self.fwd = LSTM(*(params[f"{prefix}/fwd/{n}"] for n in ("W_x", "W_h", "b")))
+    def __init__(self, params, prefix, bidirectional, custom_vjp=True):
+        self.fwd = LSTM(*(params[f"{prefix}/fwd/{n}"] for n in ("W_x", "W_h", "b")), custom_vjp)
         if bidirectional:
-            self.bwd = LSTM(*(params[f"{prefix}/bwd/{n}"] for n in ("W_x", "W_h", "b")))
+            self.bwd = LSTM(*(params[f"{prefix}/bwd/{n}"] for n in ("W_x", "W_h", "b")), custom_vjp)
 
 
 class Encoder(nnx.Module):
-    def __init__(self, config: ModelConfig, params):
+    def __init__(self, config: ModelConfig, params, custom_vjp=True):
         self.config = config
         for layer in range(config.num_layers):
-            setattr(self, f"l{layer}", EncoderLayer(params, f"encoder/l{layer}", config.bidirectional))
+            setattr(self, f"l{layer}", EncoderLayer(params, f"encoder/l{layer}", config.bidirectional, custom_vjp))
 
     def __call__(self, x, lengths, dropout_masks, unroll=1):
         """x [B, S, E] -> keys [B, S, K] and the decoder's initial states (B2)."""
@@ -211,10 +227,11 @@ class LuongAttention(nnx.Module):
 
 
 class Decoder(nnx.Module):
-    def __init__(self, config: ModelConfig, params):
+    def __init__(self, config: ModelConfig, params, custom_vjp=True):
         self.config = config
         for layer in range(config.num_layers):
-            setattr(self, f"l{layer}", LSTM(*(params[f"decoder/l{layer}/{n}"] for n in ("W_x", "W_h", "b"))))
+            setattr(self, f"l{layer}",
+                    LSTM(*(params[f"decoder/l{layer}/{n}"] for n in ("W_x", "W_h", "b")), custom_vjp))
 
     def layers(self):
         return [getattr(self, f"l{layer}") for layer in range(self.config.num_layers)]
@@ -236,14 +253,17 @@ class Decoder(nnx.Module):
 
 
 class Seq2Seq(nnx.Module):
-    """The whole model, built from the flat parameter dict (names in seq2seq_ref.params)."""
+    """The whole model, built from the flat parameter dict (names in seq2seq_ref.params).
 
-    def __init__(self, config: ModelConfig, params):
+    custom_vjp=False differentiates the LSTM scans by plain autodiff (lstm_scan_autodiff).
+    """
+
+    def __init__(self, config: ModelConfig, params, custom_vjp=True):
         self.config = config
         self.src_embed = Embed(params["src_embed/W"])
         self.tgt_embed = Embed(params["tgt_embed/W"])
-        self.encoder = Encoder(config, params)
-        self.decoder = Decoder(config, params)
+        self.encoder = Encoder(config, params, custom_vjp)
+        self.decoder = Decoder(config, params, custom_vjp)
         if config.attention == "bahdanau":
             self.attention = BahdanauAttention(params["attention/W_q"], params["attention/W_k"], params["attention/v"])
         elif config.attention == "luong":

@@ -39,17 +39,18 @@ def make_dropout_masks(config: ModelConfig, batch, dtype, key) -> dict:
     }
 
 
-def loss_fn(params, config: ModelConfig, batch, dropout_key=None, compute_dtype=None, unroll=1):
+def loss_fn(params, config: ModelConfig, batch, dropout_key=None, compute_dtype=None, unroll=1, custom_vjp=True):
     """The mean token loss, a pure function of the flat params (what jax.grad differentiates).
 
     compute_dtype (e.g. jnp.bfloat16) casts the parameters for the forward and
     backward passes only; the loss is reduced in float32 and the gradients come
-    back in the parameters' dtype.
+    back in the parameters' dtype.  custom_vjp=False takes the LSTM gradients by plain autodiff of the
+    scan instead of the hand-written backward (models.lstm_scan_autodiff): slower, for checking.
     """
     if compute_dtype is not None:
         params = {name: value.astype(compute_dtype) for name, value in params.items()}
     masks = make_dropout_masks(config, batch, params["output/W"].dtype, dropout_key)
-    return Seq2Seq(config, params).loss(batch, masks, unroll)
+    return Seq2Seq(config, params, custom_vjp).loss(batch, masks, unroll)
 
 
 def as_key(dropout_rng):
@@ -76,15 +77,20 @@ def _check(params, config, batch, dropout_rng):
     return batch
 
 
-@partial(jax.jit, static_argnames=("config", "compute_dtype", "unroll"))
-def _loss_and_grads(params, config, batch, dropout_key, compute_dtype, unroll):
-    return jax.value_and_grad(loss_fn)(params, config, batch, dropout_key, compute_dtype, unroll)
+@partial(jax.jit, static_argnames=("config", "compute_dtype", "unroll", "custom_vjp"))
+def _loss_and_grads(params, config, batch, dropout_key, compute_dtype, unroll, custom_vjp):
+    return jax.value_and_grad(loss_fn)(params, config, batch, dropout_key, compute_dtype, unroll, custom_vjp)
 
 
-def loss_and_grads(params, config: ModelConfig, batch, dropout_rng=None, *, compute_dtype=None, unroll=1):
-    """The reference's loss_and_grads by autodiff, jit-compiled.  Inputs are validated before tracing."""
+def loss_and_grads(params, config: ModelConfig, batch, dropout_rng=None, *, compute_dtype=None, unroll=1,
+                   custom_vjp=True):
+    """The reference's loss_and_grads by autodiff, jit-compiled.  Inputs are validated before tracing.
+
+    custom_vjp=False: the LSTM scans too are differentiated by autodiff, not by their hand-written VJP.
+    """
     batch = _check(params, config, batch, dropout_rng)
-    return _loss_and_grads(params, config, batch, as_key(dropout_rng), resolve_compute_dtype(compute_dtype), unroll)
+    return _loss_and_grads(params, config, batch, as_key(dropout_rng), resolve_compute_dtype(compute_dtype), unroll,
+                           bool(custom_vjp))
 
 
 def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, momentum: float = 0.9,

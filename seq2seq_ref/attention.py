@@ -11,11 +11,14 @@ import numpy as np
 def masked_softmax(scores, mask):
     """(A3) alpha = softmax over the last axis with masked positions at exactly 0.
 
-    scores: [..., S]; mask: bool, broadcastable to scores, at least one True per row.
+    scores: [..., S]; mask: bool, broadcastable to scores.  A row with no True (an all-padding source, which
+    validation refuses but validate=False lets through) gets all-zero weights, not NaN.
     """
     scores = np.where(mask, scores, -np.inf)
-    weights = np.exp(scores - scores.max(axis=-1, keepdims=True))  # exp(-inf) = 0 exactly
-    return weights / weights.sum(axis=-1, keepdims=True)
+    top = scores.max(axis=-1, keepdims=True)
+    weights = np.exp(scores - np.where(np.isfinite(top), top, 0.0))  # exp(-inf) = 0 exactly
+    total = weights.sum(axis=-1, keepdims=True)
+    return weights / np.where(total > 0, total, 1.0)
 
 
 def masked_softmax_backward(dalpha, alpha):

@@ -61,18 +61,41 @@ def greedy_decode(params, config, src, src_lengths, max_len):
 
 
 def length_normaliser(lengths, length_penalty):
-    """GNMT's lp(Y) = ((5 + |Y|) / 6) ** alpha (Wu et al. 2016); alpha = 0 leaves scores as log-probabilities."""
+    """(G1) GNMT's lp(Y) = ((5 + |Y|) / 6) ** alpha (Wu et al. 2016); alpha = 0 leaves scores as log-probs."""
     return ((5.0 + lengths) / 6.0) ** length_penalty
 
 
-def beam_search(params, config, src, src_lengths, beam_size, max_len, length_penalty=0.0):
-    """Keep the beam_size most likely prefixes per sentence until all end in EOS or max_len.
+def rank_candidates(candidates, step_log_p):
+    """Indices [B, K*V] of the candidates, best first: by score, ties by the step's own log-probability, then
+    the lower flat index beam * V + token.
 
-    A finished hypothesis keeps its slot and its log-probability (it extends
-    with pad at no cost), so it competes with the live ones until the end.
-    Final score = log p(Y) / lp(|Y|), |Y| counting EOS.
-    Returns tokens int[B, beam_size, max_len] and scores [B, beam_size],
-    best first.
+    The second key makes beam 1 pick exactly greedy's argmax even where adding the prefix's log-probability
+    rounds two different step log-probabilities to one sum (float32).
+    """
+    index = np.broadcast_to(np.arange(candidates.shape[1]), candidates.shape)
+    return np.lexsort((index, -step_log_p, -candidates), axis=-1)
+
+
+def final_order(finished_scores, live_scores):
+    """Indices into [finished; live] [B, 2K]: finished hypotheses first, then unfinished, each by score;
+    empty slots (score -inf) last."""
+    scores = np.concatenate([finished_scores, live_scores], axis=1)
+    index = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    group = np.where(np.isfinite(scores), index >= finished_scores.shape[1], 2)  # 2: an empty slot
+    return np.lexsort((index, -scores, group), axis=-1)
+
+
+def beam_search(params, config, src, src_lengths, beam_size, max_len, length_penalty=0.0):
+    """Beam search with a separate set of finished hypotheses (as fairseq and OpenNMT; MATH.md "Decoding").
+
+    Each step ranks the K * V extensions of the K live prefixes and takes the best 2K. An EOS among the
+    first K moves its hypothesis into the finished set, scored s(Y) = log p(Y) / lp(|Y|), |Y| counting EOS;
+    the finished set keeps the K best. The first K non-EOS extensions stay live. A sentence is done when no
+    live prefix can beat its best finished hypothesis: log p only falls as a prefix grows and lp(|Y|) <=
+    lp(max_len), so log p(prefix) / lp(max_len) bounds every completion. Otherwise it stops at max_len.
+    Unfinished hypotheses (cut off at max_len or at the stop) are returned only after every finished one,
+    scored log p(prefix) / lp(|prefix|).
+    Returns tokens int[B, beam_size, max_len] (pad after EOS) and scores [B, beam_size], best first.
     """
     src, src_lengths = check_decode_inputs(params, config, src, src_lengths, max_len, beam_size, length_penalty)
     memory, states = encode(params, config, src, src_lengths)
@@ -81,32 +104,46 @@ def beam_search(params, config, src, src_lengths, beam_size, max_len, length_pen
     states = [(np.repeat(h, K, axis=0), np.repeat(c, K, axis=0)) for h, c in states]
 
     dtype = memory.keys.dtype
-    log_probs = np.full((B, K), -np.inf, dtype=dtype)
-    log_probs[:, 0] = 0.0  # one live start per sentence, so the first step's K picks differ
-    tokens = np.full((B, K, max_len), config.pad_id, dtype=np.int64)
-    lengths = np.zeros((B, K), dtype=np.int64)
-    finished = np.zeros((B, K), dtype=bool)
-    extend_finished = np.full(V, -np.inf, dtype=dtype)
-    extend_finished[config.pad_id] = 0.0
+    live_log_p = np.full((B, K), -np.inf, dtype=dtype)
+    live_log_p[:, 0] = 0.0  # one live start per sentence, so the first step's K picks differ
+    live_tokens = np.full((B, K, max_len), config.pad_id, dtype=np.int64)
+    finished_scores = np.full((B, K), -np.inf, dtype=dtype)
+    finished_tokens = np.full((B, K, max_len), config.pad_id, dtype=np.int64)
+    live_length = np.zeros(B, dtype=np.int64)
+    done = np.zeros(B, dtype=bool)
     previous = np.full(B * K, config.bos_id)
     rows = np.arange(B)[:, None]
+    best_bound = dtype.type(length_normaliser(max_len, length_penalty))
     for t in range(max_len):
         step, states, _ = step_log_probs(params, config, previous, states, memory)
-        step = np.where(finished[..., None], extend_finished, step.reshape(B, K, V))
-        candidates = (log_probs[..., None] + step).reshape(B, K * V)
-        best = np.argsort(-candidates, axis=1, kind="stable")[:, :K]  # ties: lower flat index first
-        beam, token = best // V, best % V
-        log_probs = np.take_along_axis(candidates, best, axis=1)
-        tokens = tokens[rows, beam]
-        tokens[:, :, t] = token
-        was_finished = finished[rows, beam]
-        lengths = lengths[rows, beam] + ~was_finished
-        finished = was_finished | (token == config.eos_id)
-        source_rows = (rows * K + beam).reshape(-1)
-        states = [(h[source_rows], c[source_rows]) for h, c in states]
-        previous = token.reshape(-1)
-        if finished.all():
+        step = step.reshape(B, K * V)
+        candidates = (live_log_p[..., None] + step.reshape(B, K, V)).reshape(B, K * V)
+        top = rank_candidates(candidates, step)[:, : 2 * K]
+        top_log_p, beam, token = np.take_along_axis(candidates, top, axis=1), top // V, top % V
+        extended = live_tokens[rows, beam]
+        extended[:, :, t] = token
+        # finish: an EOS among the first K
+        ends = (token[:, :K] == config.eos_id) & np.isfinite(top_log_p[:, :K])
+        normaliser = dtype.type(length_normaliser(t + 1, length_penalty))
+        new_scores = np.where(ends, top_log_p[:, :K] / normaliser, -np.inf)
+        pooled_scores = np.concatenate([finished_scores, new_scores.astype(dtype)], axis=1)
+        pooled_tokens = np.concatenate([finished_tokens, extended[:, :K]], axis=1)
+        kept = np.argsort(-pooled_scores, axis=1, kind="stable")[:, :K]
+        # continue: the first K that do not end
+        live = np.argsort(token == config.eos_id, axis=1, kind="stable")[:, :K]
+        update = ~done[:, None]
+        finished_scores = np.where(update, np.take_along_axis(pooled_scores, kept, axis=1), finished_scores)
+        finished_tokens = np.where(update[..., None], pooled_tokens[rows, kept], finished_tokens)
+        live_log_p = np.where(update, np.take_along_axis(top_log_p, live, axis=1), live_log_p)
+        live_tokens = np.where(update[..., None], extended[rows, live], live_tokens)
+        live_length = np.where(done, live_length, t + 1)
+        live_beam = np.take_along_axis(beam, live, axis=1)
+        states = [(h[(rows * K + live_beam).reshape(-1)], c[(rows * K + live_beam).reshape(-1)]) for h, c in states]
+        previous = np.take_along_axis(token, live, axis=1).reshape(-1)
+        done |= live_log_p.max(axis=1) / best_bound <= finished_scores[:, 0]  # (G2)
+        if done.all():
             break
-    scores = (log_probs / length_normaliser(lengths, length_penalty)).astype(dtype)
-    order = np.argsort(-scores, axis=1, kind="stable")
-    return tokens[rows, order], np.take_along_axis(scores, order, axis=1)
+    live_scores = live_log_p / length_normaliser(live_length, length_penalty).astype(dtype)[:, None]
+    order = final_order(finished_scores, live_scores)[:, :K]
+    all_tokens = np.concatenate([finished_tokens, live_tokens], axis=1)
+    return all_tokens[rows, order], np.take_along_axis(np.concatenate([finished_scores, live_scores], 1), order, 1)

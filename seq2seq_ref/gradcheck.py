@@ -38,12 +38,13 @@ DEFAULT_THRESHOLD = 1e-7
 
 
 def relative_error(analytic, numeric, tiny=DEFAULT_TINY):
+    """(C2) |a - n| / max(|a| + |n|, tiny), elementwise."""
     return np.abs(analytic - numeric) / np.maximum(np.abs(analytic) + np.abs(numeric), tiny)
 
 
 def numerical_derivative(f: Callable[[], float], x: np.ndarray, flat_index: int,
                          step=DEFAULT_STEP, stencil=DEFAULT_STENCIL) -> float:
-    """d f / d x.flat[flat_index] by central differences; x is perturbed in place and restored."""
+    """(C1) d f / d x.flat[flat_index] by central differences; x is perturbed in place and restored."""
     flat = x.reshape(-1)  # a view: f sees the perturbation
     original = flat[flat_index]
     total = 0.0

@@ -15,10 +15,10 @@ def embedding_forward(ids, W):
 
 
 def embedding_backward(dout, cache):
-    """dW [V, E]: each row sums the gradients of the positions that used it."""
+    """(E1') dW [V, E]: each row sums the gradients of the positions that used it."""
     ids, shape = cache
     dW = np.zeros(shape, dtype=dout.dtype)
-    np.add.at(dW, ids.reshape(-1), dout.reshape(-1, shape[1]))
+    np.add.at(dW, ids.reshape(-1), dout.reshape(-1, shape[1]))  # (E1') a token repeated in the batch adds up
     return dW
 
 
@@ -31,7 +31,7 @@ def affine_forward(x, W, b):
 
 
 def affine_backward(dout, cache):
-    """Returns dx [..., D], dW [D, M], db [M]."""
+    """(O1') Returns dx [..., D], dW [D, M], db [M]."""
     x, W = cache
     D, M = W.shape
     dW = x.reshape(-1, D).T @ dout.reshape(-1, M)
@@ -43,7 +43,7 @@ def dropout_forward(x, keep_mask):
     return x if keep_mask is None else x * keep_mask
 
 
-dropout_backward = dropout_forward  # the same elementwise scaling, applied to the gradient
+dropout_backward = dropout_forward  # (D1') the same elementwise scaling, applied to the gradient
 
 
 def log_softmax(logits):
@@ -63,7 +63,7 @@ def softmax_cross_entropy(logits, targets, mask, label_smoothing=0.0):
     """
     V = logits.shape[-1]
     log_p = log_softmax(logits)
-    n_real = mask.sum()
+    n_real = mask.sum().astype(logits.dtype)  # not int64: float32 / int64 promotes to float64
     target_log_p = np.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0]
     per_token = -(1 - label_smoothing) * target_log_p - label_smoothing * log_p.mean(axis=-1)
     loss = (per_token * mask).sum() / n_real

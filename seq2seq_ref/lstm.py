@@ -12,8 +12,9 @@ import numpy as np
 
 
 def sigmoid(x):
-    # Exact identity, stable for any x: tanh never overflows where exp(-x) would.
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+    # 1 / (1 + e^-x) = exp(-log(1 + e^-x)): logaddexp never overflows, and unlike 0.5 (1 + tanh(x / 2))
+    # it does not cancel for x << 0, so sigma stays relatively exact on both sides in any precision.
+    return np.exp(-np.logaddexp(0.0, -x))
 
 
 class CellCache(NamedTuple):

@@ -42,7 +42,7 @@ def sgd(learning_rate: float, momentum: float = 0.0) -> GradientTransformation:
 
     def update(grads, trace):
         if momentum:
-            trace = {name: g + momentum * trace[name] for name, g in grads.items()}
+            trace = {name: g + momentum * trace[name] for name, g in grads.items()}  # (S1)
             return {name: -learning_rate * m for name, m in trace.items()}, trace
         return {name: -learning_rate * g for name, g in grads.items()}, trace
 
@@ -62,7 +62,7 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
 
     def update(grads, state):
         count = state["count"] + 1
-        mu = {name: b1 * state["mu"][name] + (1 - b1) * g for name, g in grads.items()}
+        mu = {name: b1 * state["mu"][name] + (1 - b1) * g for name, g in grads.items()}  # (S2)
         nu = {name: b2 * state["nu"][name] + (1 - b2) * g * g for name, g in grads.items()}
         updates = {}
         for name, m in mu.items():
@@ -82,7 +82,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     _check_positive("max_norm", max_norm)
 
     def update(grads, state):
-        norm = global_norm(grads)
+        norm = global_norm(grads)  # (S3)
         if norm < max_norm:
             return grads, state
         return {name: (g / np.asarray(norm, g.dtype)) * max_norm for name, g in grads.items()}, state

@@ -127,8 +127,9 @@ def check_decode_args(max_len, beam_size=None, length_penalty=None, config: Mode
     if beam_size is not None:
         if isinstance(beam_size, bool) or not isinstance(beam_size, (int, np.integer)) or beam_size < 1:
             raise ValueError(f"beam_size: expected an int >= 1, got {beam_size!r}")
-        if config is not None and beam_size > config.tgt_vocab_size:
-            raise ValueError(f"beam_size: expected at most tgt_vocab_size ({config.tgt_vocab_size}), got {beam_size}")
+        if config is not None and beam_size > config.tgt_vocab_size - 2:
+            raise ValueError(f"beam_size: expected at most tgt_vocab_size - 2 = {config.tgt_vocab_size - 2} (pad "
+                             f"and bos are never generated), got {beam_size}")
     if length_penalty is not None:
         if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) or length_penalty < 0:
             raise ValueError(f"length_penalty: expected a float >= 0, got {length_penalty!r}")

@@ -1,4 +1,6 @@
 """Greedy decoding and beam search."""
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -51,37 +53,110 @@ def test_beam_of_one_equals_greedy(attention, bidirectional, seed):
     np.testing.assert_array_equal(beams[:, 0], tokens)
 
 
+def rescore(params, config, src, src_length, hypothesis):
+    """log p(hypothesis | src) by teacher forcing it one step at a time, and its length (EOS counted; an
+    unfinished hypothesis ends where its padding starts)."""
+    ends, pads = np.flatnonzero(hypothesis == config.eos_id), np.flatnonzero(hypothesis == config.pad_id)
+    n = ends[0] + 1 if len(ends) else pads[0] if len(pads) else len(hypothesis)
+    memory, states = encode(params, config, src[None], np.array([src_length]))
+    total, previous = 0.0, config.bos_id
+    for token in hypothesis[:n]:
+        log_p, states, _ = step_log_probs(params, config, np.array([previous]), states, memory)
+        total += log_p[0, token]
+        previous = token
+    return total, n
+
+
+def is_finished(config, hypothesis):
+    return config.eos_id in hypothesis.tolist()
+
+
 @pytest.mark.parametrize("length_penalty", [0.0, 0.6])
-def test_beam_hypotheses_are_sorted_end_at_eos_and_score_their_tokens(length_penalty, rng):
+def test_beam_hypotheses_are_ranked_end_at_eos_and_score_their_tokens(length_penalty, rng):
     config = ModelConfig(9, 8, 3, 4, attention="luong", num_layers=2)
     params = float64_params(config, scale=1.0)
     batch = ragged_batch(config, rng)
     beams, scores = beam_search(params, config, batch.src, batch.src_lengths, 3, 8, length_penalty)
     assert beams.shape == (3, 3, 8) and scores.shape == (3, 3)
-    assert np.all(np.diff(scores, axis=1) <= 0)
     for row in range(3):
         assert len({tuple(h) for h in beams[row]}) == 3  # distinct hypotheses
+        finished = [is_finished(config, h) for h in beams[row]]
+        assert finished == sorted(finished, reverse=True)  # finished ones first, then those cut off
+        for group in (True, False):
+            group_scores = [s for s, f in zip(scores[row], finished) if f == group]
+            assert group_scores == sorted(group_scores, reverse=True)
         for hyp, score in zip(beams[row], scores[row]):
-            ends = np.flatnonzero(hyp == config.eos_id)
-            n = ends[0] + 1 if len(ends) else len(hyp)
+            total, n = rescore(params, config, batch.src[row], batch.src_lengths[row], hyp)
             assert np.all(hyp[n:] == config.pad_id)
-            # rescore the hypothesis by teacher forcing it one step at a time
-            memory, states = encode(params, config, batch.src[row:row + 1], batch.src_lengths[row:row + 1])
-            total, previous = 0.0, config.bos_id
-            for token in hyp[:n]:
-                log_p, states, _ = step_log_probs(params, config, np.array([previous]), states, memory)
-                total += log_p[0, token]
-                previous = token
             assert np.isclose(score, total / length_normaliser(n, length_penalty), rtol=1e-10)
 
 
-def test_wider_beam_finds_at_least_as_likely_a_hypothesis(rng):
+def test_a_finished_hypothesis_is_never_lost():
+    # The reproduction of issue 9: after step 1 the beam held [EOS] at -2.41; the old search dropped it
+    # for [7, 6, 7, 6, 7, 6, 7, 6] at -7.62, which has no EOS at all.
     config = ModelConfig(9, 8, 3, 4, attention="bahdanau")
-    params = float64_params(config, scale=1.0)
+    params = float64_params(config, 11, scale=1.0)
+    batch = ragged_batch(config, np.random.default_rng(11))
+    first, first_scores = beam_search(params, config, batch.src, batch.src_lengths, 3, 1)
+    assert first[0, 0].tolist() == [config.eos_id] and np.isclose(first_scores[0, 0], -2.41466092)
+    beams, scores = beam_search(params, config, batch.src, batch.src_lengths, 3, 8)
+    assert is_finished(config, beams[0, 0]) and scores[0, 0] >= first_scores[0, 0]
+
+
+@given(st.sampled_from(["none", "bahdanau", "luong"]), st.integers(0, 10_000), st.integers(1, 4),
+       st.sampled_from([0.0, 0.6]))
+def test_the_best_finished_hypothesis_never_gets_worse_with_max_len(attention, seed, beam_size, length_penalty):
+    config = ModelConfig(9, 8, 3, 4, attention=attention)
+    params = float64_params(config, seed, scale=1.0)
+    batch = ragged_batch(config, np.random.default_rng(seed))
+    best = np.full(len(batch.src), -np.inf)
+    for max_len in range(1, 8):
+        beams, scores = beam_search(params, config, batch.src, batch.src_lengths, beam_size, max_len, length_penalty)
+        for row in range(len(batch.src)):
+            if is_finished(config, beams[row, 0]):
+                assert scores[row, 0] >= best[row] - 1e-12
+                best[row] = scores[row, 0]
+            else:
+                assert best[row] == -np.inf  # once something finished, the answer is finished
+
+
+@given(st.sampled_from(["none", "bahdanau", "luong"]), st.integers(0, 10_000), st.integers(1, 3),
+       st.sampled_from([0.0, 0.6]))
+def test_exhaustive_search_is_at_least_as_good_as_beam(attention, seed, beam_size, length_penalty):
+    config = ModelConfig(9, 5, 3, 4, attention=attention)  # tokens: EOS and two others
+    params = float64_params(config, seed, scale=1.0)
+    batch = ragged_batch(config, np.random.default_rng(seed), batch_size=2)
+    max_len = 4
+    beams, scores = beam_search(params, config, batch.src, batch.src_lengths, beam_size, max_len, length_penalty)
+    words = [t for t in range(config.tgt_vocab_size) if t not in (config.pad_id, config.bos_id, config.eos_id)]
+    for row in range(2):
+        best = -np.inf
+        for n in range(max_len):  # n words, then EOS
+            for prefix in itertools.product(words, repeat=n):
+                total, length = rescore(params, config, batch.src[row], batch.src_lengths[row],
+                                        np.array([*prefix, config.eos_id]))
+                best = max(best, total / length_normaliser(length, length_penalty))
+        if is_finished(config, beams[row, 0]):
+            assert best >= scores[row, 0] - 1e-12
+        if beam_size == 1 and length_penalty == 0.0:
+            greedy, _ = greedy_decode(params, config, batch.src[row:row + 1], batch.src_lengths[row:row + 1], max_len)
+            np.testing.assert_array_equal(beams[row, 0], greedy[0])
+
+
+def test_beam_of_one_breaks_float32_ties_as_greedy_does(rng):
+    # Adding the prefix's log-probability rounds log p(3) and log p(4) = log p(3) + 6e-8 to one float32 sum;
+    # greedy's argmax still sees 4 as better, and so must beam 1.
+    config = ModelConfig(9, 8, 3, 4, attention="bahdanau")
+    params = init_params(config, 0)
+    params["output/W"][:] = 0
+    params["output/b"][:] = 0
+    params["output/b"][3] = 1.0
+    params["output/b"][4] = np.nextafter(np.float32(1.0), np.float32(2.0))
     batch = ragged_batch(config, rng)
-    _, narrow = beam_search(params, config, batch.src, batch.src_lengths, 1, 6)
-    _, wide = beam_search(params, config, batch.src, batch.src_lengths, 4, 6)
-    assert np.all(wide[:, 0] >= narrow[:, 0] - 1e-12)
+    tokens, _ = greedy_decode(params, config, batch.src, batch.src_lengths, 5)
+    beams, _ = beam_search(params, config, batch.src, batch.src_lengths, 1, 5)
+    assert np.all(tokens == 4)
+    np.testing.assert_array_equal(beams[:, 0], tokens)
 
 
 def test_decoding_in_float32(rng):

@@ -21,6 +21,8 @@ from seq2seq_ref import loss_and_grads  # noqa: E402
 from seq2seq_ref.decode import beam_search, greedy_decode  # noqa: E402
 from seq2seq_ref.gradcheck import relative_error  # noqa: E402
 from seq2seq_ref.optim import adam, apply_updates  # noqa: E402
+from seq2seq_ref import ModelConfig, init_params  # noqa: E402
+from tests.helpers import float64_params, ragged_batch  # noqa: E402
 from tests.jax_helpers import agreement_problems  # noqa: E402
 
 
@@ -63,12 +65,41 @@ def test_float64_agreement(problem):
     np.testing.assert_array_equal(np.asarray(jax_tokens), tokens)
     if weights is not None:
         np.testing.assert_allclose(np.asarray(jax_weights), weights, rtol=1e-9, atol=1e-12)
-    beam_size = min(3, config.tgt_vocab_size)
+    beam_size = min(3, config.tgt_vocab_size - 2)
     hyps, scores = beam_search(params, config, batch.src, batch.src_lengths, beam_size, max_len, 0.6)
     jax_hyps, jax_scores = seq2seq_jax.beam_search(params, config, batch.src, batch.src_lengths, beam_size,
                                                    max_len, 0.6)
     np.testing.assert_array_equal(np.asarray(jax_hyps), hyps)
     np.testing.assert_allclose(np.asarray(jax_scores), scores, rtol=1e-10)
+
+
+def test_both_backends_keep_the_finished_hypothesis():
+    # issue 9's reproduction: [EOS] finished at -2.41 after step 1 must not be lost by max_len 8
+    config = ModelConfig(9, 8, 3, 4, attention="bahdanau")
+    params = float64_params(config, 11, scale=1.0)
+    batch = ragged_batch(config, np.random.default_rng(11))
+    for length_penalty in (0.0, 0.6):
+        hyps, scores = beam_search(params, config, batch.src, batch.src_lengths, 3, 8, length_penalty)
+        jax_hyps, jax_scores = seq2seq_jax.beam_search(params, config, batch.src, batch.src_lengths, 3, 8,
+                                                       length_penalty)
+        np.testing.assert_array_equal(np.asarray(jax_hyps), hyps)
+        np.testing.assert_allclose(np.asarray(jax_scores), scores, rtol=1e-12)
+        assert hyps[0, 0].tolist()[0] == config.eos_id
+
+
+def test_beam_of_one_equals_greedy_in_float32_on_both_backends(rng):
+    config = ModelConfig(9, 8, 3, 4, attention="luong")
+    params = init_params(config, 0, np.float32)
+    params["output/W"][:] = 0
+    params["output/b"][:] = 0
+    params["output/b"][3] = 1.0
+    params["output/b"][4] = np.nextafter(np.float32(1.0), np.float32(2.0))  # log p(4) = log p(3) + 6e-8
+    batch = ragged_batch(config, rng)
+    tokens, _ = seq2seq_jax.greedy_decode(params, config, batch.src, batch.src_lengths, 5)
+    hyps, _ = seq2seq_jax.beam_search(params, config, batch.src, batch.src_lengths, 1, 5)
+    assert np.all(np.asarray(tokens) == 4)
+    np.testing.assert_array_equal(np.asarray(hyps)[:, 0], np.asarray(tokens))
+    np.testing.assert_array_equal(beam_search(params, config, batch.src, batch.src_lengths, 1, 5)[0], hyps)
 
 
 @settings(max_examples=8)

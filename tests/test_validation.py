@@ -84,7 +84,7 @@ def test_config_type_is_checked(good):
 @pytest.mark.parametrize("call,match", [
     (lambda p, b: greedy_decode(p, CONFIG, b.src, b.src_lengths, 0), r"max_len: expected an int >= 1, got 0"),
     (lambda p, b: beam_search(p, CONFIG, b.src, b.src_lengths, 0, 5), r"beam_size: expected an int >= 1, got 0"),
-    (lambda p, b: beam_search(p, CONFIG, b.src, b.src_lengths, 9, 5), r"beam_size: expected at most tgt_vocab_size \(8\), got 9"),
+    (lambda p, b: beam_search(p, CONFIG, b.src, b.src_lengths, 7, 5), r"beam_size: expected at most tgt_vocab_size - 2 = 6 \(pad and bos are never generated\), got 7"),
     (lambda p, b: beam_search(p, CONFIG, b.src, b.src_lengths, 2, 5, -1.0), r"length_penalty: expected a float >= 0, got -1.0"),
     (lambda p, b: greedy_decode(p, CONFIG, b.src + 20, b.src_lengths, 3), r"src: expected token ids in \[0, 9\)"),
     (lambda p, b: greedy_decode(p, CONFIG, b.src, np.array([1, 2, 3]), 3), r"src_lengths: expected shape \(2,\)"),
