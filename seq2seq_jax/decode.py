@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from seq2seq_ref.decode import length_normaliser
+from seq2seq_ref.registry import CONNECTIONS
 from seq2seq_ref.validation import check_decode_inputs
 
 from .models import Seq2Seq
@@ -51,7 +52,7 @@ def greedy_decode(params, config, src, src_lengths, max_len):
     src, src_lengths = check_decode_inputs(params, config, src, src_lengths, max_len)
     check_precision(params)
     tokens, weights = _greedy(params, config, src, src_lengths, int(max_len))
-    return tokens, (None if config.attention == "none" else weights)
+    return tokens, (weights if CONNECTIONS[config.attention].has_weights else None)
 
 
 def _ranked(keys, index):
@@ -96,7 +97,7 @@ def _beam_search(params, config, src, src_lengths, beam_size, max_len, length_pe
         live_beam = jnp.take_along_axis(beam, live, axis=1)
         states = jax.tree.map(lambda s: s[(rows * K + live_beam).reshape(-1)], states)
         previous = jnp.take_along_axis(token, live, axis=1).reshape(-1)
-        done = done | (live_log_p.max(axis=1) / best_bound <= finished_scores[:, 0])  # (G2)
+        done = done | (live_log_p.max(axis=1) / best_bound <= finished_scores[:, 0])  # (N2)
         return t + 1, live_log_p, live_tokens, live_length, done, finished_scores, finished_tokens, states, previous
 
     carry = (0, jnp.full((B, K), -jnp.inf, dtype).at[:, 0].set(0.0),

@@ -45,7 +45,7 @@ def loss_fn(params, config: ModelConfig, batch, dropout_key=None, compute_dtype=
     compute_dtype (e.g. jnp.bfloat16) casts the parameters for the forward and
     backward passes only; the loss is reduced in float32 and the gradients come
     back in the parameters' dtype.  custom_vjp=False takes the LSTM gradients by plain autodiff of the
-    scan instead of the hand-written backward (models.lstm_scan_autodiff): slower, for checking.
+    scan instead of the hand-written backward (lstm.lstm_scan_autodiff, gru.gru_scan_autodiff): slower, for checking.
     """
     if compute_dtype is not None:
         params = {name: value.astype(compute_dtype) for name, value in params.items()}

@@ -6,10 +6,10 @@ import importlib.util
 import json
 from dataclasses import asdict
 
-from seq2seq_ref import ATTENTION_TYPES
+from seq2seq_ref import ATTENTION_TYPES, CELL_TYPES
 
 from .bench.configs import CONFIGS
-from .bench.harness import describe_device, matmul_peak_gflops, measure_isolated, versions
+from .bench.harness import describe_device, matmul_peak_gflops, measure_interleaved, versions
 from .bench.runners import BENCH_BACKENDS, TASKS
 
 
@@ -27,12 +27,17 @@ def _names(kind, choices):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", choices=sorted(CONFIGS), default="seed")
     parser.add_argument("--backends", type=_names("backends", BENCH_BACKENDS), default=list(BENCH_BACKENDS))
+    parser.add_argument("--cells", type=_names("cells", CELL_TYPES), default=["lstm"],
+                        help="recurrent cells to time; each is used by both the encoder and the decoder")
     parser.add_argument("--attention", type=_names("attention", ATTENTION_TYPES), default=["none", "bahdanau"])
+    parser.add_argument("--heads", type=int, help="heads of multihead attention (default: 4, or the largest "
+                        "divisor of the hidden size below 4)")
     parser.add_argument("--tasks", type=_names("tasks", TASKS), default=list(TASKS))
     parser.add_argument("--batch", type=int, help="override the config's batch size")
     parser.add_argument("--length", type=int, help="override the config's source and target length")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (compilation happens here)")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=7,
+                        help="timed calls per backend, interleaved round by round across the backends")
     parser.add_argument("--compute-dtype", choices=("float32", "bfloat16"), default="float32",
                         help="jax and torch compute dtype (params stay float32)")
     parser.add_argument("--unroll", type=int, default=1, help="lax.scan unroll of the jax backend")
@@ -44,7 +49,7 @@ def run(args) -> int:
     if missing:
         raise ValueError(f"backends: {missing} not installed; torch comes with pip install -e '.[bench]' "
                          "(torch==2.13.0, a CPU build)")
-    for name in ("warmup", "repeats", "batch", "length", "unroll"):
+    for name in ("warmup", "repeats", "batch", "length", "unroll", "heads"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "warmup" else 1):
             raise ValueError(f"{name}: expected a positive int, got {value}")
@@ -53,23 +58,20 @@ def run(args) -> int:
         config = config.replace(batch=args.batch)
     if args.length:
         config = config.replace(src_len=args.length, tgt_len=args.length)
+    if args.heads:
+        config = config.replace(heads=args.heads)
+    for cell in args.cells:
+        for attention in args.attention:
+            config.model(attention, cell)  # an impossible combination (heads not dividing hidden) fails here
     options = {"compute_dtype": None if args.compute_dtype == "float32" else args.compute_dtype}
+    backend_options = {b: {**options, "unroll": args.unroll} if b == "jax" else dict(options) for b in args.backends}
     peak = matmul_peak_gflops()
-    records = []
-    for attention in args.attention:
-        for task in args.tasks:
-            for backend in args.backends:
-                backend_options = {**options, "unroll": args.unroll} if backend == "jax" else dict(options)
-                record = measure_isolated(config, backend, attention, task, args.warmup, args.repeats,
-                                          backend_options)
-                record["percent_of_peak"] = 100 * record["gflops_achieved"] / peak["gflops"]
-                records.append(record)
+    points = [(cell, attention, task) for cell in args.cells for attention in args.attention for task in args.tasks]
+    records = measure_interleaved(config, args.backends, points, args.warmup, args.repeats, backend_options)
     for record in records:
-        baseline = next((r for r in records if r["backend"] == "torch" and r["attention"] == record["attention"]
-                         and r["task"] == record["task"]), None)
-        record["time_vs_torch"] = record["ms_median"] / baseline["ms_median"] if baseline else None
+        record["percent_of_peak"] = 100 * record["gflops_achieved"] / peak["gflops"]
     report = {"config": asdict(config), "device": describe_device(), "versions": versions(), "matmul_peak": peak,
-              "records": records}
+              "round_order": list(args.backends), "records": records}
     print_table(report)
     if args.json:
         with open(args.json, "w") as handle:
@@ -79,16 +81,20 @@ def run(args) -> int:
 
 
 def print_table(report) -> None:
+    """vs torch: ratio of the medians; paired: median of the per-round ratios, and their IQR."""
     c, peak = report["config"], report["matmul_peak"]
     print(f"config {c['name']}: batch {c['batch']}, embed {c['embed']}, hidden {c['hidden']}, vocab {c['vocab']}, "
           f"length {c['src_len']}/{c['tgt_len']}, layers {c['layers']}; device {report['device']['cpu_model']} "
           f"({report['device']['cpu_cores']} cores), {report['device'].get('jax_device', '')}; "
-          f"matmul peak {peak['gflops']:.0f} GFLOP/s ({peak['library']}, {peak['n']}^3 float32)")
-    print(f"{'attention':<9} {'task':<6} {'backend':<6} {'ms (median)':>11} {'IQR':>7} {'tokens/s':>9} "
-          f"{'GFLOP/s':>8} {'% peak':>7} {'peak mem':>9} {'vs torch':>8}")
+          f"matmul peak {peak['gflops']:.0f} GFLOP/s ({peak['library']}, {peak['n']}^3 float32); "
+          f"timed calls interleaved {', '.join(report.get('round_order', []))}, ...")
+    print(f"{'cell':<4} {'attention':<9} {'task':<6} {'backend':<6} {'ms (median)':>11} {'IQR':>7} {'tokens/s':>9} "
+          f"{'GFLOP/s':>8} {'% peak':>7} {'peak mem':>9} {'vs torch':>8} {'paired (IQR)':>14}")
     for r in report["records"]:
         memory = r["device_peak_bytes"] or r["peak_rss_bytes"]
         ratio = f"{r['time_vs_torch']:.2f}x" if r["time_vs_torch"] is not None else "-"
-        print(f"{r['attention']:<9} {r['task']:<6} {r['backend']:<6} {r['ms_median']:>11.1f} {r['ms_iqr']:>7.1f} "
-              f"{r['target_tokens_per_s']:>9.0f} {r['gflops_achieved']:>8.1f} {r['percent_of_peak']:>6.1f}% "
-              f"{memory / 2**20:>7.0f}Mi {ratio:>8}")
+        paired = (f"{r['time_vs_torch_paired']:.2f}x ({r['time_vs_torch_paired_iqr']:.2f})"
+                  if r.get("time_vs_torch_paired") is not None else "-")
+        print(f"{r['cell']:<4} {r['attention']:<9} {r['task']:<6} {r['backend']:<6} {r['ms_median']:>11.1f} "
+              f"{r['ms_iqr']:>7.1f} {r['target_tokens_per_s']:>9.0f} {r['gflops_achieved']:>8.1f} "
+              f"{r['percent_of_peak']:>6.1f}% {memory / 2**20:>7.0f}Mi {ratio:>8} {paired:>14}")

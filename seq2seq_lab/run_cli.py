@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import warnings
 from pathlib import Path
 
-from seq2seq_ref import ATTENTION_TYPES
+from seq2seq_ref import ATTENTION_TYPES, CELL_TYPES
+from seq2seq_ref.registry import CONNECTIONS
 
 from .backends import BACKENDS, OptimiserSettings, jax_available, make_backend
 from .checkpoint import CheckpointError, latest_checkpoint
@@ -16,7 +18,7 @@ from .corpus import read_parallel, read_tsv, split_lines
 from .data import DataSettings, check_fingerprints, load_splits
 from .evaluate import decode_ids, evaluate
 from .tasks import TASKS
-from .training import ModelOptions, RunSettings, TrainingDiverged, encode_splits, train
+from .training import DEFAULT_STEPS, ModelOptions, RunSettings, TrainingDiverged, encode_splits, train
 from .vocab import TOKENIZERS, Vocab, tokenize
 
 DEFAULT_RUN = "runs/dates"
@@ -26,26 +28,39 @@ def default_backend() -> str:
     return "jax" if jax_available() else "numpy"
 
 
+def default(settings, field: str):
+    """A settings dataclass's default for one field: the CLI never types a default twice."""
+    return next(f.default for f in dataclasses.fields(settings) if f.name == field)
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--task", choices=TASKS, default=None, help="built-in task (default: dates, unless --data)")
     data.add_argument("--data", help="TSV file 'source<TAB>target[<TAB>...]', or the source side of two aligned files")
     data.add_argument("--data-target", help="target side of two aligned plain-text files")
-    data.add_argument("--tokenizer", choices=TOKENIZERS, default="char", help="for --data (tasks are char-level)")
-    data.add_argument("--min-freq", type=int, default=1, help="keep tokens seen at least this often in training")
-    data.add_argument("--max-vocab", type=int, default=None, help="at most this many tokens, specials included")
-    data.add_argument("--max-len", type=int, default=64,
+    data.add_argument("--tokenizer", choices=TOKENIZERS, default=default(DataSettings, "tokenizer"),
+                      help="for --data (tasks are char-level)")
+    data.add_argument("--min-freq", type=int, default=default(DataSettings, "min_freq"),
+                      help="keep tokens seen at least this often in training")
+    data.add_argument("--max-vocab", type=int, default=default(DataSettings, "max_vocab"),
+                      help="at most this many tokens, specials included")
+    data.add_argument("--max-len", type=int, default=default(DataSettings, "max_len"),
                       help="drop pairs with a longer side (tokens), in every split; also the longest output "
                            "decoded when scoring")
     data.add_argument("--skip-malformed", action="store_true", help="skip malformed lines (default: fail)")
-    data.add_argument("--train-size", type=int, default=20_000, help="training pairs of a built-in task")
+    data.add_argument("--train-size", type=int, default=default(DataSettings, "train_size"),
+                      help="training pairs of a built-in task")
     model = parser.add_argument_group("model")
     defaults = ModelOptions()
+    model.add_argument("--encoder", choices=CELL_TYPES, default=defaults.encoder, help="encoder cell")
+    model.add_argument("--decoder", choices=CELL_TYPES, default=defaults.decoder, help="decoder cell")
     model.add_argument("--attention", choices=ATTENTION_TYPES, default=defaults.attention,
                        help="how the decoder reads the encoder")
+    model.add_argument("--heads", type=positive_int, default=defaults.num_heads,
+                       help="heads of --attention multihead (must divide --hidden-dim)")
     model.add_argument("--embed-dim", type=int, default=defaults.embed_dim, help="token embedding width")
-    model.add_argument("--hidden-dim", type=int, default=defaults.hidden_dim, help="LSTM state width")
-    model.add_argument("--layers", type=int, default=defaults.num_layers, help="stacked LSTM layers")
+    model.add_argument("--hidden-dim", type=int, default=defaults.hidden_dim, help="recurrent state width")
+    model.add_argument("--layers", type=int, default=defaults.num_layers, help="stacked recurrent layers on each side")
     model.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=defaults.bidirectional,
                        help="bidirectional encoder")
     model.add_argument("--dropout", type=float, default=defaults.dropout, help="dropout rate in training")
@@ -53,23 +68,29 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                        help="label smoothing of the loss")
     run = parser.add_argument_group("training")
     length = run.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, default=None, help="optimiser steps (2000 unless --epochs)")
+    length.add_argument("--steps", type=int, default=None, help=f"optimiser steps ({DEFAULT_STEPS} unless --epochs)")
     length.add_argument("--epochs", type=float, default=None, help="passes over the training pairs")
-    run.add_argument("--batch-size", type=int, default=64, help="pairs per training step")
-    run.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="optimiser")
-    run.add_argument("--lr", type=float, default=3e-3, help="learning rate")
-    run.add_argument("--momentum", type=float, default=0.9, help="for sgd")
-    run.add_argument("--clip-norm", type=float, default=5.0, help="global-norm clipping; 0 turns it off")
-    run.add_argument("--seed", type=int, default=0, help="seeds the splits, initialisation, batches and dropout")
+    run.add_argument("--batch-size", type=int, default=default(RunSettings, "batch_size"),
+                     help="pairs per training step")
+    run.add_argument("--optimizer", choices=("adam", "sgd"), default=default(OptimiserSettings, "name"),
+                     help="optimiser")
+    run.add_argument("--lr", type=float, default=default(OptimiserSettings, "learning_rate"), help="learning rate")
+    run.add_argument("--momentum", type=float, default=default(OptimiserSettings, "momentum"), help="for sgd")
+    run.add_argument("--clip-norm", type=float, default=default(OptimiserSettings, "clip_norm"),
+                     help="global-norm clipping; 0 turns it off")
+    run.add_argument("--seed", type=int, default=default(RunSettings, "seed"),
+                     help="seeds the splits, initialisation, batches and dropout")
     run.add_argument("--backend", choices=BACKENDS, default=None, help="default: jax if installed, else numpy")
     run.add_argument("--out", default=None, help="run folder (default runs/<task or data file name>)")
     run.add_argument("--fresh", action="store_true",
                      help="start a new run instead of resuming; an earlier run in --out is moved into "
                           "--out/previous-<timestamp>/, never deleted")
-    run.add_argument("--keep", type=int, default=3, help="checkpoints kept")
-    run.add_argument("--log-every", type=int, default=25, help="steps between loss records in metrics.jsonl")
-    run.add_argument("--eval-every", type=int, default=250, help="validation exact match + checkpoint")
-    run.add_argument("--stop-at-accuracy", type=fraction, default=0.995,
+    run.add_argument("--keep", type=int, default=default(RunSettings, "keep"), help="checkpoints kept")
+    run.add_argument("--log-every", type=int, default=default(RunSettings, "log_every"),
+                     help="steps between loss records in metrics.jsonl")
+    run.add_argument("--eval-every", type=int, default=default(RunSettings, "eval_every"),
+                     help="validation exact match + checkpoint")
+    run.add_argument("--stop-at-accuracy", type=fraction, default=default(RunSettings, "stop_at_accuracy"),
                      help="stop once validation exact match reaches this (0 never stops early)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -79,13 +100,16 @@ def run_train(args) -> int:
     data = DataSettings(task=task, data=args.data, data_target=args.data_target, tokenizer=args.tokenizer,
                         min_freq=args.min_freq, max_vocab=args.max_vocab, max_len=args.max_len,
                         on_error="skip" if args.skip_malformed else "fail", train_size=args.train_size)
-    model = ModelOptions(args.embed_dim, args.hidden_dim, args.layers, args.bidirectional, args.attention,
-                         args.dropout, args.label_smoothing)
-    steps = args.steps if args.steps is not None or args.epochs is not None else 2000
+    model = ModelOptions(embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, num_layers=args.layers,
+                         bidirectional=args.bidirectional, attention=args.attention, dropout=args.dropout,
+                         label_smoothing=args.label_smoothing, encoder=args.encoder, decoder=args.decoder,
+                         num_heads=args.heads)
+    steps = args.steps if args.steps is not None or args.epochs is not None else DEFAULT_STEPS
     run = RunSettings(steps=steps, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                       log_every=args.log_every, eval_every=args.eval_every, keep=args.keep,
                       stop_at_accuracy=args.stop_at_accuracy or None)
-    optimiser = OptimiserSettings(args.optimizer, args.lr, args.momentum, args.clip_norm or None)
+    optimiser = OptimiserSettings(name=args.optimizer, learning_rate=args.lr, momentum=args.momentum,
+                                  clip_norm=args.clip_norm or None)
     out = Path(args.out or f"runs/{task or Path(args.data).stem}")
     backend = args.backend or default_backend()
     print(f"training {task or args.data} on {backend}; run folder {out}", file=sys.stderr)
@@ -181,7 +205,7 @@ def run_translate(args) -> int:
             raise ValueError(f"attention_plot: expected a file in a writable folder, got {args.attention_plot} "
                              f"({folder} {'is not writable' if folder.is_dir() else 'does not exist'})")
     checkpoint, engine, params, src_vocab, tgt_vocab = load_run(args.run, args.backend)
-    if args.attention_plot and checkpoint.config.attention == "none":
+    if args.attention_plot and not CONNECTIONS[checkpoint.config.attention].has_weights:
         raise ValueError("attention_plot: the model has attention 'none'; there are no weights to plot")
     sources = []
     for text in texts:

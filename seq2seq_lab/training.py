@@ -28,11 +28,15 @@ from .plots import plot_loss_curve
 from .run_folder import exclusive, move_previous_run, remove_stale_temporaries, truncate_metrics
 from .vocab import BOS_ID, EOS_ID, PAD_ID, Vocab
 
-MODEL_FIELDS = ("embed_dim", "hidden_dim", "num_layers", "bidirectional", "attention", "dropout", "label_smoothing")
+MODEL_FIELDS = ("embed_dim", "hidden_dim", "num_layers", "bidirectional", "attention", "dropout", "label_smoothing",
+                "encoder", "decoder", "num_heads")
 
 
 def _to_stderr(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+DEFAULT_STEPS = 2000
 
 
 class TrainingDiverged(RuntimeError):
@@ -48,9 +52,16 @@ class ModelOptions:
     attention: str = "bahdanau"
     dropout: float = 0.0
     label_smoothing: float = 0.0
+    encoder: str = "lstm"
+    decoder: str = "lstm"
+    num_heads: int = 1
+
+    def __post_init__(self):
+        ModelConfig(src_vocab_size=3, tgt_vocab_size=3, **asdict(self))  # the model's checks, before data is read
 
     def config(self, src_vocab: Vocab, tgt_vocab: Vocab) -> ModelConfig:
-        return ModelConfig(len(src_vocab), len(tgt_vocab), pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+        return ModelConfig(src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab), pad_id=PAD_ID,
+                           bos_id=BOS_ID, eos_id=EOS_ID,
                            **asdict(self))
 
 
@@ -64,7 +75,7 @@ class RunSettings:
     eval_every: int = 250
     eval_examples: int = 500
     keep: int = 3
-    stop_at_accuracy: float | None = None   # stop early once valid exact match reaches this
+    stop_at_accuracy: float | None = 0.995  # stop early once valid exact match reaches this (None: never)
     pad_multiple: int = 8
 
     def __post_init__(self):
@@ -86,7 +97,8 @@ def _check_resume(meta: dict, config: ModelConfig, data: DataSettings, optimiser
     """A checkpoint may only be resumed by the run that wrote it."""
     wanted = {"config": {f: getattr(config, f) for f in MODEL_FIELDS}, "data": data.to_json(),
               "optimizer": asdict(optimiser), "seed": run.seed, "batch_size": run.batch_size}
-    stored = {"config": {f: meta["config"][f] for f in MODEL_FIELDS},
+    old = ModelConfig(**meta["config"])  # a checkpoint older than a field gets its default (LSTM, one head)
+    stored = {"config": {f: getattr(old, f) for f in MODEL_FIELDS},
               "data": DataSettings(**meta["data"]).to_json(),  # paths made absolute as they are now
               "optimizer": meta["optimizer"], "seed": meta["seed"], "batch_size": meta["batch_size"]}
     for key in wanted:
@@ -100,7 +112,7 @@ def _check_resume(meta: dict, config: ModelConfig, data: DataSettings, optimiser
 
 
 def train(out_dir: str | Path, model: ModelOptions = ModelOptions(), data: DataSettings = DataSettings(),
-          run: RunSettings = RunSettings(steps=1000), optimiser: OptimiserSettings = OptimiserSettings(),
+          run: RunSettings = RunSettings(steps=DEFAULT_STEPS), optimiser: OptimiserSettings = OptimiserSettings(),
           backend: str = "jax", resume: bool = True, progress: bool = True, evaluate_test: bool = True,
           notify=_to_stderr) -> dict:
     """Train (or resume) the run in out_dir; returns the summary also written to summary.json.

@@ -5,6 +5,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from .checks import as_int_array, check_id_sequences, check_lengths, check_source, check_tokens
 from .config import ModelConfig
 
 
@@ -47,8 +48,6 @@ def make_batch(
     tgt_seqs: B sequences of target ids (no BOS/EOS; may be empty).
     src_width, tgt_width: pad to at least this width (default: the longest).
     """
-    from .validation import check_batch, check_id_sequences
-
     check_id_sequences("src_seqs", src_seqs, allow_empty=False)
     check_id_sequences("tgt_seqs", tgt_seqs, allow_empty=True)
     if len(src_seqs) != len(tgt_seqs):
@@ -73,3 +72,21 @@ def make_batch(
 def length_mask(lengths: np.ndarray, width: int) -> np.ndarray:
     """bool[B, width]: True at positions t < lengths[b]."""
     return np.arange(width)[None, :] < lengths[:, None]
+
+
+def check_batch(batch, config: ModelConfig):
+    """Validate a Batch against a config; returns it with numpy int arrays."""
+    if not isinstance(batch, Batch):
+        raise ValueError(f"batch: expected a seq2seq_ref.Batch, got {type(batch).__name__}")
+    src, src_lengths = check_source(batch.src, batch.src_lengths, config)
+    tgt_in = as_int_array("tgt_in", batch.tgt_in, 2)
+    tgt_out = as_int_array("tgt_out", batch.tgt_out, 2)
+    tgt_lengths = as_int_array("tgt_lengths", batch.tgt_lengths, 1)
+    if tgt_in.shape[0] != src.shape[0] or tgt_in.shape[1] == 0:
+        raise ValueError(f"tgt_in: expected shape ({src.shape[0]}, T) with T >= 1, got {tgt_in.shape}")
+    if tgt_out.shape != tgt_in.shape:
+        raise ValueError(f"tgt_out: expected the shape of tgt_in {tgt_in.shape}, got {tgt_out.shape}")
+    check_lengths("tgt_lengths", tgt_lengths, tgt_in.shape[0], tgt_in.shape[1])
+    check_tokens("tgt_in", tgt_in, config.tgt_vocab_size)
+    check_tokens("tgt_out", tgt_out, config.tgt_vocab_size)
+    return Batch(src, src_lengths, tgt_in, tgt_out, tgt_lengths)

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ATTENTION_TYPES = ("none", "bahdanau", "luong")
+from .registry import CELLS, CONNECTIONS
+
+CELL_TYPES = tuple(CELLS)
+ATTENTION_TYPES = tuple(CONNECTIONS)
 
 
 def _require_int(name: str, value, minimum: int) -> None:
@@ -17,13 +20,16 @@ class ModelConfig:
 
     src_vocab_size, tgt_vocab_size: V_src, V_tgt, including the special tokens.
     embed_dim: E.  hidden_dim: H (also the attention dimension A of Bahdanau).
-    num_layers: L, stacked LSTM layers on each side.
+    num_layers: L, stacked recurrent layers on each side.
     bidirectional: encoder reads both directions; keys then have K = 2H features.
-    attention: "none" (Sutskever 2014), "bahdanau" (additive, 2014), "luong" (general, 2015).
+    attention: the connection (registry.CONNECTIONS): "none" (Sutskever 2014), "bahdanau" (additive,
+        2015), "luong" (general, 2015).
     dropout: inverted-dropout rate on embeddings, between layers and before the
         output projection; > 0 needs an explicit seed at training time.
     label_smoothing: epsilon of the smoothed cross-entropy (0 = plain).
     pad_id, bos_id, eos_id: special token ids, the same in both vocabularies.
+    encoder, decoder: the cell of each side (registry.CELLS): "lstm" or "gru", chosen independently.
+    num_heads: heads of multi-head attention (must divide hidden_dim); 1 for the other connections.
     """
 
     src_vocab_size: int
@@ -38,6 +44,9 @@ class ModelConfig:
     bos_id: int = 1
     eos_id: int = 2
     label_smoothing: float = 0.0
+    encoder: str = "lstm"
+    decoder: str = "lstm"
+    num_heads: int = 1
 
     def __post_init__(self) -> None:
         _require_int("src_vocab_size", self.src_vocab_size, 3)
@@ -49,6 +58,11 @@ class ModelConfig:
             raise ValueError(f"bidirectional: expected a bool, got {self.bidirectional!r}")
         if self.attention not in ATTENTION_TYPES:
             raise ValueError(f"attention: expected one of {ATTENTION_TYPES}, got {self.attention!r}")
+        for side in ("encoder", "decoder"):
+            if getattr(self, side) not in CELL_TYPES:
+                raise ValueError(f"{side}: expected one of {CELL_TYPES}, got {getattr(self, side)!r}")
+        _require_int("num_heads", self.num_heads, 1)
+        CONNECTIONS[self.attention].check_config(self)
         for name in ("dropout", "label_smoothing"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
@@ -78,5 +92,5 @@ class ModelConfig:
 
     @property
     def output_dim(self) -> int:
-        """F: features fed to the output projection (h_t, or Luong's attentional state)."""
-        return self.hidden_dim
+        """F: features fed to the output projection (h_t, or the connection's attentional state)."""
+        return CONNECTIONS[self.attention].output_dim(self)

@@ -10,17 +10,19 @@ from __future__ import annotations
 import numpy as np
 
 from .batch import length_mask
-from .decoder import Memory, decoder_step_forward, make_memory
-from .encoder import encoder_forward
+from .components import Memory, repeat_memory
+from .decoder import decoder_step_forward, make_memory
+from .encoder import bridge_forward, encoder_forward
+from .registry import CONNECTIONS
 from .layers import log_softmax
 from .validation import check_decode_inputs
 
 
 def encode(params, config, src, src_lengths):
-    """Returns the decoder's Memory and its initial states (L pairs (h, c))."""
+    """Returns the decoder's Memory and its initial states (L state tuples of the decoder cell)."""
     x = params["src_embed/W"][src]
     keys, states, _ = encoder_forward(x, src_lengths, params, config, {})
-    return make_memory(keys, length_mask(src_lengths, src.shape[1]), params, config), states
+    return make_memory(keys, length_mask(src_lengths, src.shape[1]), params, config), bridge_forward(states, config)
 
 
 def step_log_probs(params, config, tokens, states, memory: Memory):
@@ -45,7 +47,8 @@ def greedy_decode(params, config, src, src_lengths, max_len):
     memory, states = encode(params, config, src, src_lengths)
     B, S = src.shape
     tokens = np.full((B, max_len), config.pad_id, dtype=np.int64)
-    weights = None if config.attention == "none" else np.zeros((B, max_len, S), dtype=memory.keys.dtype)
+    has_weights = CONNECTIONS[config.attention].has_weights
+    weights = np.zeros((B, max_len, S), dtype=memory.keys.dtype) if has_weights else None
     previous = np.full(B, config.bos_id)
     finished = np.zeros(B, dtype=bool)
     for t in range(max_len):
@@ -61,7 +64,7 @@ def greedy_decode(params, config, src, src_lengths, max_len):
 
 
 def length_normaliser(lengths, length_penalty):
-    """(G1) GNMT's lp(Y) = ((5 + |Y|) / 6) ** alpha (Wu et al. 2016); alpha = 0 leaves scores as log-probs."""
+    """(N1) GNMT's lp(Y) = ((5 + |Y|) / 6) ** alpha (Wu et al. 2016); alpha = 0 leaves scores as log-probs."""
     return ((5.0 + lengths) / 6.0) ** length_penalty
 
 
@@ -100,8 +103,8 @@ def beam_search(params, config, src, src_lengths, beam_size, max_len, length_pen
     src, src_lengths = check_decode_inputs(params, config, src, src_lengths, max_len, beam_size, length_penalty)
     memory, states = encode(params, config, src, src_lengths)
     B, K, V = src.shape[0], beam_size, config.tgt_vocab_size
-    memory = Memory(*(None if m is None else np.repeat(m, K, axis=0) for m in memory))
-    states = [(np.repeat(h, K, axis=0), np.repeat(c, K, axis=0)) for h, c in states]
+    memory = repeat_memory(memory, K)
+    states = [tuple(np.repeat(s, K, axis=0) for s in state) for state in states]
 
     dtype = memory.keys.dtype
     live_log_p = np.full((B, K), -np.inf, dtype=dtype)
@@ -138,9 +141,10 @@ def beam_search(params, config, src, src_lengths, beam_size, max_len, length_pen
         live_tokens = np.where(update[..., None], extended[rows, live], live_tokens)
         live_length = np.where(done, live_length, t + 1)
         live_beam = np.take_along_axis(beam, live, axis=1)
-        states = [(h[(rows * K + live_beam).reshape(-1)], c[(rows * K + live_beam).reshape(-1)]) for h, c in states]
+        source_rows = (rows * K + live_beam).reshape(-1)
+        states = [tuple(s[source_rows] for s in state) for state in states]
         previous = np.take_along_axis(token, live, axis=1).reshape(-1)
-        done |= live_log_p.max(axis=1) / best_bound <= finished_scores[:, 0]  # (G2)
+        done |= live_log_p.max(axis=1) / best_bound <= finished_scores[:, 0]  # (N2)
         if done.all():
             break
     live_scores = live_log_p / length_normaliser(live_length, length_penalty).astype(dtype)[:, None]

@@ -1,73 +1,91 @@
-"""The encoder: stacked, optionally bidirectional LSTMs, and the bridge (B1)-(B2).
+"""The encoder: stacked, optionally bidirectional recurrent layers of any cell, and the bridge (B1)-(B3).
 
 The keys for attention are the top layer's outputs, [h_fwd; h_bwd] when
-bidirectional.  The bridge hands layer l's final state to decoder layer l:
-unchanged when unidirectional, the sum of both directions when bidirectional
-(B2), so the decoder keeps width H and the bridge has no parameters.
+bidirectional.  Layer l's final state goes to decoder layer l: unchanged when
+unidirectional, the sum of both directions when bidirectional (B2), then
+matched entry by entry to the decoder cell's state (B3), so the decoder keeps
+width H and the bridge has no parameters.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .layers import dropout_backward, dropout_forward
-from .lstm import lstm_backward, lstm_forward, reverse_padded
-
-
-def _lstm_params(params, layer, direction):
-    prefix = f"encoder/l{layer}/{direction}"
-    return params[f"{prefix}/W_x"], params[f"{prefix}/W_h"], params[f"{prefix}/b"]
+from .lstm import reverse_padded
+from .params import layer_params
+from .registry import CELLS
 
 
 def encoder_forward(x, lengths, params, config, dropout_masks):
     """x: [B, S, E] embedded source; lengths: int[B]; dropout_masks: dict (may be empty).
 
-    Returns keys [B, S, K], the decoder's initial states (a list of L pairs
-    (h, c), each [B, H]) and the cache.
+    Returns keys [B, S, K], the encoder's final states (a list of L state
+    tuples of the encoder cell, each entry [B, H]) and the cache.
     """
+    cell = CELLS[config.encoder]
     B, H = x.shape[0], config.hidden_dim
-    zeros = np.zeros((B, H), dtype=x.dtype)
+    zeros = tuple(np.zeros((B, H), dtype=x.dtype) for _ in cell.state_names)
     inputs, states, caches = x, [], []
     for layer in range(config.num_layers):
         if layer > 0:
             inputs = dropout_forward(inputs, dropout_masks.get(f"encoder/l{layer}"))
-        hs_fwd, (h_fwd, c_fwd), cache_fwd = lstm_forward(
-            inputs, zeros, zeros, *_lstm_params(params, layer, "fwd"), lengths
-        )
+        hs_fwd, state_fwd, cache_fwd = cell.forward(inputs, zeros, layer_params(params, f"encoder/l{layer}/fwd", cell),
+                                                    lengths)
         if config.bidirectional:
             # (B1) the backward direction reads each sequence from its own last token
-            hs_bwd, (h_bwd, c_bwd), cache_bwd = lstm_forward(
-                reverse_padded(inputs, lengths), zeros, zeros, *_lstm_params(params, layer, "bwd"), lengths
+            hs_bwd, state_bwd, cache_bwd = cell.forward(
+                reverse_padded(inputs, lengths), zeros, layer_params(params, f"encoder/l{layer}/bwd", cell), lengths
             )
             inputs = np.concatenate([hs_fwd, reverse_padded(hs_bwd, lengths)], axis=-1)
-            states.append((h_fwd + h_bwd, c_fwd + c_bwd))  # (B2)
+            states.append(tuple(f + b for f, b in zip(state_fwd, state_bwd)))  # (B2)
         else:
             inputs, cache_bwd = hs_fwd, None
-            states.append((h_fwd, c_fwd))  # (B2)
+            states.append(state_fwd)  # (B2)
         caches.append((cache_fwd, cache_bwd))
     return inputs, states, (caches, lengths, dropout_masks, config)
 
 
 def encoder_backward(dkeys, dstates, cache):
-    """dkeys: [B, S, K]; dstates: L pairs (dh, dc) on the decoder's initial states.
+    """dkeys: [B, S, K]; dstates: L state-tuple gradients on the encoder's final states.
 
     Returns dx [B, S, E] and the encoder's parameter gradients (a dict).
     """
     caches, lengths, dropout_masks, config = cache
-    H, grads = config.hidden_dim, {}
+    cell, H, grads = CELLS[config.encoder], config.hidden_dim, {}
     doutputs = dkeys
     for layer in reversed(range(config.num_layers)):
         cache_fwd, cache_bwd = caches[layer]
-        dh, dc = dstates[layer]  # (B2') a sum passes its gradient to both terms
-        dx, _, _, *dparams_fwd = lstm_backward(doutputs[..., :H], dh, dc, cache_fwd)
-        named = {"fwd": dparams_fwd}
+        dstate = dstates[layer]  # (B2') a sum passes its gradient to both terms
+        dx, _, dparams = cell.backward(doutputs[..., :H], dstate, cache_fwd)
+        named = {"fwd": dparams}
         if config.bidirectional:
-            dx_rev, _, _, *dparams_bwd = lstm_backward(
-                reverse_padded(doutputs[..., H:], lengths), dh, dc, cache_bwd
-            )
+            dx_rev, _, named["bwd"] = cell.backward(reverse_padded(doutputs[..., H:], lengths), dstate, cache_bwd)
             dx = dx + reverse_padded(dx_rev, lengths)
-            named["bwd"] = dparams_bwd
-        for direction, (dW_x, dW_h, db) in named.items():
-            prefix = f"encoder/l{layer}/{direction}"
-            grads.update({f"{prefix}/W_x": dW_x, f"{prefix}/W_h": dW_h, f"{prefix}/b": db})
+        for direction, dp in named.items():
+            grads.update({f"encoder/l{layer}/{direction}/{suffix}": value for suffix, value in dp.items()})
         doutputs = dropout_backward(dx, dropout_masks.get(f"encoder/l{layer}")) if layer > 0 else dx
     return doutputs, grads
+
+
+def bridge_forward(states, config):
+    """(B3) the decoder's initial states from the encoder's final ones, entry by entry by name.
+
+    An entry the decoder cell has and the encoder cell lacks starts at zero (GRU -> LSTM: c_0 = 0); one the
+    encoder has and the decoder lacks is not passed (LSTM -> GRU passes h only).
+    """
+    encoder, decoder = CELLS[config.encoder], CELLS[config.decoder]
+    out = []
+    for state in states:
+        named = dict(zip(encoder.state_names, state))
+        out.append(tuple(named[n] if n in named else np.zeros_like(state[0]) for n in decoder.state_names))
+    return out
+
+
+def bridge_backward(dstates, config):
+    """(B3') gradients back to the encoder's final states; an entry the decoder did not take gets zero."""
+    encoder, decoder = CELLS[config.encoder], CELLS[config.decoder]
+    out = []
+    for dstate in dstates:
+        named = dict(zip(decoder.state_names, dstate))
+        out.append(tuple(named[n] if n in named else np.zeros_like(dstate[0]) for n in encoder.state_names))
+    return out

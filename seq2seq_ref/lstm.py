@@ -10,6 +10,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .components import Cell
+
 
 def sigmoid(x):
     # 1 / (1 + e^-x) = exp(-log(1 + e^-x)): logaddexp never overflows, and unlike 0.5 (1 + tanh(x / 2))
@@ -142,3 +144,45 @@ def reverse_padded(x, lengths):
     t = np.arange(T)[None, :]
     index = np.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
     return x[np.arange(B)[:, None], index]
+
+
+class LSTM(Cell):
+    """The LSTM as a pluggable cell (components.Cell): state (h, c); parameters W_x, W_h, b."""
+
+    name = "lstm"
+    state_names = ("h", "c")
+
+    @staticmethod
+    def param_shapes(input_dim, hidden_dim):
+        H = hidden_dim
+        return {"W_x": (input_dim, 4 * H), "W_h": (H, 4 * H), "b": (4 * H,)}
+
+    @staticmethod
+    def init_param(suffix, shape, hidden_dim, rng):
+        """U(-1/sqrt(H), 1/sqrt(H)) as PyTorch; bias 0 but the forget-gate block 1 (Gers et al. 2000)."""
+        if suffix == "b":
+            value = np.zeros(shape)
+            value[hidden_dim: 2 * hidden_dim] = 1.0
+            return value
+        bound = 1.0 / np.sqrt(hidden_dim)
+        return rng.uniform(-bound, bound, size=shape)
+
+    @staticmethod
+    def forward(x, state, p, lengths):
+        hs, (h, c), cache = lstm_forward(x, *state, p["W_x"], p["W_h"], p["b"], lengths)
+        return hs, (h, c), cache
+
+    @staticmethod
+    def backward(dhs, dstate, cache):
+        dx, dh0, dc0, dW_x, dW_h, db = lstm_backward(dhs, *dstate, cache)
+        return dx, (dh0, dc0), {"W_x": dW_x, "W_h": dW_h, "b": db}
+
+    @staticmethod
+    def step_forward(x, state, p, mask):
+        h, c, cache = lstm_step_forward(x, *state, p["W_x"], p["W_h"], p["b"], mask)
+        return (h, c), cache
+
+    @staticmethod
+    def step_backward(dstate, cache):
+        dx, dh, dc, dW_x, dW_h, db = lstm_step_backward(*dstate, cache)
+        return dx, (dh, dc), {"W_x": dW_x, "W_h": dW_h, "b": db}

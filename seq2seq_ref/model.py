@@ -10,7 +10,7 @@ import numpy as np
 from .batch import Batch, length_mask
 from .config import ModelConfig
 from .decoder import decoder_backward, decoder_forward
-from .encoder import encoder_backward, encoder_forward
+from .encoder import bridge_backward, bridge_forward, encoder_backward, encoder_forward
 from .layers import (
     affine_backward,
     affine_forward,
@@ -59,7 +59,8 @@ def forward(params, config: ModelConfig, batch: Batch, dropout_rng=None):
 
     x, src_embed_cache = embedding_forward(batch.src, params["src_embed/W"])            # (E1)
     x = dropout_forward(x, masks.get("src_embed"))
-    keys, init_states, encoder_cache = encoder_forward(x, batch.src_lengths, params, config, masks)
+    keys, final_states, encoder_cache = encoder_forward(x, batch.src_lengths, params, config, masks)
+    init_states = bridge_forward(final_states, config)                                 # (B3)
     y, tgt_embed_cache = embedding_forward(batch.tgt_in, params["tgt_embed/W"])         # (E1)
     y = dropout_forward(y, masks.get("tgt_embed"))
     features, alpha, decoder_cache = decoder_forward(
@@ -68,20 +69,20 @@ def forward(params, config: ModelConfig, batch: Batch, dropout_rng=None):
     features = dropout_forward(features, masks.get("output"))
     logits, output_cache = affine_forward(features, params["output/W"], params["output/b"])  # (O1)
     loss, dlogits = softmax_cross_entropy(logits, batch.tgt_out, tgt_mask, config.label_smoothing)  # (O2)
-    cache = (masks, src_embed_cache, encoder_cache, tgt_embed_cache, decoder_cache, output_cache, dlogits)
+    cache = (config, masks, src_embed_cache, encoder_cache, tgt_embed_cache, decoder_cache, output_cache, dlogits)
     return loss, cache
 
 
 def backward(cache, dloss=1.0):
     """Gradients of dloss * loss for every parameter: a dict with the params' names."""
-    masks, src_embed_cache, encoder_cache, tgt_embed_cache, decoder_cache, output_cache, dlogits = cache
+    config, masks, src_embed_cache, encoder_cache, tgt_embed_cache, decoder_cache, output_cache, dlogits = cache
     grads = {}
     dfeatures, grads["output/W"], grads["output/b"] = affine_backward(dloss * dlogits, output_cache)  # (O1')
     dfeatures = dropout_backward(dfeatures, masks.get("output"))
     dy, dinit_states, dkeys, decoder_grads = decoder_backward(dfeatures, decoder_cache)
     dy = dropout_backward(dy, masks.get("tgt_embed"))
     grads["tgt_embed/W"] = embedding_backward(dy, tgt_embed_cache)
-    dx, encoder_grads = encoder_backward(dkeys, dinit_states, encoder_cache)
+    dx, encoder_grads = encoder_backward(dkeys, bridge_backward(dinit_states, config), encoder_cache)  # (B3')
     dx = dropout_backward(dx, masks.get("src_embed"))
     grads["src_embed/W"] = embedding_backward(dx, src_embed_cache)
     grads.update(decoder_grads)

@@ -4,22 +4,29 @@ Names (both backends, and checkpoints, use exactly these):
 
     src_embed/W             [V_src, E]
     tgt_embed/W             [V_tgt, E]
-    encoder/l{l}/fwd/W_x    [D_l, 4H]   D_0 = E, D_l = K above     (and .../bwd/... if bidirectional)
-    encoder/l{l}/fwd/W_h    [H, 4H]
-    encoder/l{l}/fwd/b      [4H]        gate blocks i, f, g, o; f initialised to 1
-    decoder/l{l}/W_x        [D_l, 4H]   D_0 = E (+ K for bahdanau), D_l = H above
-    decoder/l{l}/W_h        [H, 4H]
-    decoder/l{l}/b          [4H]
-    attention/W_q [H, A], attention/W_k [K, A], attention/v [A]      (bahdanau)
-    attention/W_a [H, K], attention/W_c [K + H, H]                   (luong)
-    output/W                [H, V_tgt]
+    encoder/l{l}/fwd/<p>    the encoder cell's parameters, input D_0 = E, D_l = K above
+                            (and .../bwd/<p> if bidirectional)
+    decoder/l{l}/<p>        the decoder cell's parameters, input D_0 = E (+ the connection's input_dim),
+                            D_l = H above
+    attention/<p>           the connection's parameters
+    output/W                [F, V_tgt]
     output/b                [V_tgt]
+
+with <p> per cell (lstm.LSTM, gru.GRU: param_shapes) and per connection
+(connections/*.py: param_shapes). For the LSTM: W_x [D, 4H], W_h [H, 4H],
+b [4H] (gates i, f, g, o); for the GRU: W_x [D, 3H], W_h [H, 3H], b_x, b_h [3H]
+(gates r, z, n); Bahdanau: W_q [H, A], W_k [K, A], v [A]; Luong: W_a [H, K],
+W_c [K + H, H].
 """
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 
+from .checks import check_config
 from .config import ModelConfig
+from .registry import CELLS, CONNECTIONS
 
 
 def encoder_layer_names(config: ModelConfig) -> list[tuple[int, str]]:
@@ -29,36 +36,38 @@ def encoder_layer_names(config: ModelConfig) -> list[tuple[int, str]]:
 
 
 def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    E, H, K, A = config.embed_dim, config.hidden_dim, config.key_dim, config.attention_dim
+    E, H, K = config.embed_dim, config.hidden_dim, config.key_dim
+    encoder, decoder, connection = CELLS[config.encoder], CELLS[config.decoder], CONNECTIONS[config.attention]
     shapes: dict[str, tuple[int, ...]] = {
         "src_embed/W": (config.src_vocab_size, E),
         "tgt_embed/W": (config.tgt_vocab_size, E),
     }
     for layer, direction in encoder_layer_names(config):
-        D = E if layer == 0 else K
         prefix = f"encoder/l{layer}/{direction}"
-        shapes.update({f"{prefix}/W_x": (D, 4 * H), f"{prefix}/W_h": (H, 4 * H), f"{prefix}/b": (4 * H,)})
+        for suffix, shape in encoder.param_shapes(E if layer == 0 else K, H).items():
+            shapes[f"{prefix}/{suffix}"] = shape
     for layer in range(config.num_layers):
-        D = (E + (K if config.attention == "bahdanau" else 0)) if layer == 0 else H
-        prefix = f"decoder/l{layer}"
-        shapes.update({f"{prefix}/W_x": (D, 4 * H), f"{prefix}/W_h": (H, 4 * H), f"{prefix}/b": (4 * H,)})
-    if config.attention == "bahdanau":
-        shapes.update({"attention/W_q": (H, A), "attention/W_k": (K, A), "attention/v": (A,)})
-    elif config.attention == "luong":
-        shapes.update({"attention/W_a": (H, K), "attention/W_c": (K + H, H)})
+        for suffix, shape in decoder.param_shapes(E + connection.input_dim(config) if layer == 0 else H, H).items():
+            shapes[f"decoder/l{layer}/{suffix}"] = shape
+    shapes.update(connection.param_shapes(config))
     shapes.update({"output/W": (config.output_dim, config.tgt_vocab_size), "output/b": (config.tgt_vocab_size,)})
     return shapes
+
+
+def layer_params(params, prefix: str, cell) -> dict[str, np.ndarray]:
+    """The cell parameters under prefix, by suffix: {"W_x": params[prefix + "/W_x"], ...}."""
+    return {suffix: params[f"{prefix}/{suffix}"] for suffix in cell.param_shapes(1, 1)}
 
 
 def init_params(config: ModelConfig, seed: int, dtype=np.float32) -> dict[str, np.ndarray]:
     """Fresh parameters, the same for a given (config, seed) in both backends.
 
-    Embeddings ~ N(0, 1); every matrix ~ U(-1/sqrt(n), 1/sqrt(n)) with n its
-    fan-in (H for the LSTM matrices, as PyTorch); LSTM biases 0 except the
-    forget-gate block, 1 (Gers et al. 2000); output bias 0.
+    Embeddings ~ N(0, 1); output bias 0; cell parameters as the cell says
+    (matrices U(-1/sqrt(H), 1/sqrt(H)) as PyTorch; the LSTM's forget-gate bias
+    1, Gers et al. 2000); connection parameters as the connection says
+    (default U(-1/sqrt(n), 1/sqrt(n)) with n the fan-in).  One generator draws
+    them in the order of param_shapes.
     """
-    from .validation import check_config
-
     check_config(config)
     dtype = np.dtype(dtype)
     if not np.issubdtype(dtype, np.floating):
@@ -67,17 +76,48 @@ def init_params(config: ModelConfig, seed: int, dtype=np.float32) -> dict[str, n
     H = config.hidden_dim
     params = {}
     for name, shape in param_shapes(config).items():
-        kind = name.rsplit("/", 1)[1]
+        side, suffix = name.split("/", 1)[0], name.rsplit("/", 1)[1]
         if name.endswith("embed/W"):
             value = rng.standard_normal(shape)
         elif name == "output/b":
             value = np.zeros(shape)
-        elif kind == "b":
-            value = np.zeros(shape)
-            value[H : 2 * H] = 1.0
+        elif side in ("encoder", "decoder"):
+            value = CELLS[getattr(config, side)].init_param(suffix, shape, H, rng)
+        elif side == "attention":
+            value = CONNECTIONS[config.attention].init_param(name, shape, rng)
         else:
-            fan_in = H if kind in ("W_x", "W_h") else shape[0]
-            bound = 1.0 / np.sqrt(fan_in)
+            bound = 1.0 / np.sqrt(shape[0])
             value = rng.uniform(-bound, bound, size=shape)
         params[name] = value.astype(dtype)
     return params
+
+
+def check_params(params: Mapping[str, np.ndarray], config: ModelConfig) -> np.dtype:
+    """Every expected name present with its shape, nothing extra, one float dtype.
+
+    Returns that dtype.
+    """
+    if not isinstance(params, Mapping):
+        raise ValueError(f"params: expected a dict of name -> array, got {type(params).__name__}")
+    expected = param_shapes(config)
+    missing = sorted(set(expected) - set(params))
+    extra = sorted(set(params) - set(expected))
+    if missing or extra:
+        raise ValueError(
+            f"params: expected the names of param_shapes(config) for encoder={config.encoder!r}, "
+            f"decoder={config.decoder!r}, attention={config.attention!r}, "
+            f"num_layers={config.num_layers}, bidirectional={config.bidirectional}; "
+            f"missing {missing}, unexpected {extra}"
+        )
+    dtypes = set()
+    for name, shape in expected.items():
+        value = params[name]
+        if tuple(np.shape(value)) != shape:
+            raise ValueError(f"params[{name!r}]: expected shape {shape}, got {tuple(np.shape(value))}")
+        dtype = np.dtype(getattr(value, "dtype", np.asarray(value).dtype))
+        if not np.issubdtype(dtype, np.floating):
+            raise ValueError(f"params[{name!r}]: expected a floating dtype, got {dtype}")
+        dtypes.add(dtype)
+    if len(dtypes) != 1:
+        raise ValueError(f"params: expected one floating dtype for every tensor, got a mix of {sorted(map(str, dtypes))}")
+    return dtypes.pop()

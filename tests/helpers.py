@@ -3,6 +3,19 @@ import numpy as np
 
 from seq2seq_ref import ModelConfig, init_params, make_batch
 from seq2seq_ref.gradcheck import relative_error
+from seq2seq_ref.registry import CELLS, CONNECTIONS
+
+# Every registered component: a new cell or connection is tested without anyone adding it here.
+CELL_NAMES = tuple(CELLS)
+ATTENTIONS = tuple(CONNECTIONS)
+
+
+def config_with_heads(heads=2, **fields) -> ModelConfig:
+    """A ModelConfig with `heads` heads where the connection takes them (multi-head), else one."""
+    try:
+        return ModelConfig(**fields, num_heads=heads)
+    except ValueError:
+        return ModelConfig(**fields)
 
 
 def ragged_batch(config: ModelConfig, rng, batch_size=3, src_len=5, tgt_len=4, src_width=None, tgt_width=None):

@@ -1,20 +1,30 @@
 """Hypothesis strategies for the agreement suite."""
+import dataclasses
+
 import numpy as np
 from hypothesis import strategies as st
 
 from seq2seq_ref import ModelConfig, init_params, make_batch
+from tests.helpers import ATTENTIONS, CELL_NAMES
 
 
 @st.composite
 def agreement_problems(draw, dtype=np.float64):
     """A random config (vocabularies 3-50, embed/hidden 1-32, 1-2 layers, both directions, every
-    attention), random float params and a ragged batch (1-8 rows, lengths 1-12)."""
+    registered encoder cell, decoder cell and connection), random float params and a ragged batch
+    (1-8 rows, lengths 1-12)."""
     config = ModelConfig(
         src_vocab_size=draw(st.integers(3, 50)), tgt_vocab_size=draw(st.integers(3, 50)),
         embed_dim=draw(st.integers(1, 32)), hidden_dim=draw(st.integers(1, 32)),
         num_layers=draw(st.integers(1, 2)), bidirectional=draw(st.booleans()),
-        attention=draw(st.sampled_from(["none", "bahdanau", "luong"])),
+        attention=draw(st.sampled_from(ATTENTIONS)),
+        encoder=draw(st.sampled_from(CELL_NAMES)), decoder=draw(st.sampled_from(CELL_NAMES)),
     )
+    heads = draw(st.sampled_from([h for h in range(1, config.hidden_dim + 1) if config.hidden_dim % h == 0]))
+    try:  # heads where the connection takes them (multi-head)
+        config = dataclasses.replace(config, num_heads=heads)
+    except ValueError:
+        pass
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
     batch_size = draw(st.integers(1, 8))

@@ -1,16 +1,29 @@
 """The benchmark harness keeps working (tiny sizes, no timing assertions) and the torch baseline is our model."""
+import itertools
 import json
+import math
 
 import numpy as np
 import pytest
 
 from seq2seq_lab.bench.configs import CONFIGS, forward_flops, train_step_flops
+from seq2seq_lab.bench.harness import add_torch_ratios, interleaved_schedule, measure_isolated
 from seq2seq_lab.cli import main
-from seq2seq_ref import ModelConfig, loss_and_grads, make_batch
+from seq2seq_ref import ModelConfig, loss_and_grads
+from seq2seq_ref.batch import length_mask
 from seq2seq_ref.decode import greedy_decode
-from tests.helpers import float64_params
+from tests.helpers import ATTENTIONS, CELL_NAMES, assert_close_rel, float64_params, ragged_batch
 
 torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny tensors: one thread is faster, and immune to a busy second core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_flop_count_of_the_seed_config():
@@ -20,49 +33,127 @@ def test_flop_count_of_the_seed_config():
     assert forward_flops(CONFIGS["seed"], "bahdanau") > forward_flops(CONFIGS["seed"], "none")
 
 
+def test_flop_count_of_gru_and_multihead():
+    seed = CONFIGS["seed"]  # B 64, E 128, H 256, V 256, S = T = 100
+    # the GRU's 3 gate blocks: 2 GRUs x 100 steps x 2B(E+H)3H, plus the same output layer
+    assert train_step_flops(seed, "none", "gru") == 3 * (200 * 2 * 64 * 384 * 768 + 2 * 64 * 100 * 256 * 256)
+    # GRU = 3/4 of the LSTM's recurrent GEMMs: one gate block [., H] less per step, encoder (S) and decoder (T)
+    for attention, decoder_input in (("none", 128), ("bahdanau", 128 + 256)):
+        one_block = 3 * 100 * (2 * 64 * (128 + 256) * 256 + 2 * 64 * (decoder_input + 256) * 256)
+        assert train_step_flops(seed, attention, "lstm") - train_step_flops(seed, attention, "gru") == one_block
+    # multi-head (M0): keys W_k, keys W_v once; per step (M1) W_q, (M2) scores, (M4) context, (M5) W_o, (M6) W_c
+    B, H, S, T = 64, 256, 100, 100
+    attend = 2 * 2 * B * S * H * H + T * (2 * B * H * H + 2 * 2 * B * S * H + 2 * B * H * H + 2 * B * 2 * H * H)
+    assert forward_flops(seed, "multihead") - forward_flops(seed, "none") == attend
+    wide = seed.replace(bidirectional=True)  # K = 2H: only the K and V projections read the keys
+    assert forward_flops(wide, "multihead") - forward_flops(wide, "none") == attend + 2 * 2 * B * S * H * H
+
+
+def test_interleaved_schedule():
+    assert interleaved_schedule(["numpy", "jax", "torch"], 2) == [
+        (0, "numpy"), (0, "jax"), (0, "torch"), (1, "numpy"), (1, "jax"), (1, "torch")]
+
+
+def test_torch_ratios_match_cell_attention_and_task():
+    def record(backend, cell, attention, times):
+        return {"backend": backend, "cell": cell, "attention": attention, "task": "train", "ms_times": times,
+                "ms_median": float(np.median(times))}
+
+    records = add_torch_ratios([
+        record("torch", "lstm", "none", [1.0, 2.0, 4.0]), record("torch", "gru", "none", [10.0, 10.0, 10.0]),
+        record("torch", "lstm", "luong", [5.0, 5.0, 5.0]), record("jax", "lstm", "none", [2.0, 2.0, 2.0]),
+        record("jax", "gru", "none", [5.0, 10.0, 40.0]), record("jax", "lstm", "luong", [5.0, 10.0, 5.0]),
+        record("numpy", "gru", "luong", [1.0, 1.0, 1.0])])
+    by_point = {(r["backend"], r["cell"], r["attention"]): r for r in records}
+    jax = by_point["jax", "lstm", "none"]
+    assert jax["time_vs_torch"] == 1.0  # 2 / median(1, 2, 4)
+    assert jax["time_vs_torch_paired"] == 1.0 and jax["time_vs_torch_paired_iqr"] == 0.75  # ratios 2, 1, 0.5
+    gru = by_point["jax", "gru", "none"]  # ratios 0.5, 1, 4: IQR 2.5 - 0.75
+    assert gru["time_vs_torch"] == gru["time_vs_torch_paired"] == 1.0 and gru["time_vs_torch_paired_iqr"] == 1.75
+    assert by_point["jax", "lstm", "luong"]["time_vs_torch"] == 1.0
+    assert by_point["torch", "gru", "none"]["time_vs_torch_paired"] == 1.0
+    assert by_point["numpy", "gru", "luong"]["time_vs_torch"] is None  # no torch record at this point
+
+
 def test_bench_command_smoke(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = main(["bench", "--config", "tiny", "--backends", "numpy,jax,torch", "--attention", "none,bahdanau",
-                 "--warmup", "1", "--repeats", "2", "--json", str(out)])
+    code = main(["bench", "--config", "tiny", "--backends", "numpy,jax,torch", "--cells", "lstm,gru",
+                 "--attention", "multihead", "--warmup", "1", "--repeats", "3", "--json", str(out)])
     assert code == 0 and "vs torch" in capsys.readouterr().out
     report = json.loads(out.read_text())
     assert report["config"]["name"] == "tiny" and report["versions"]["numpy"] and report["device"]["cpu_cores"]
-    assert report["matmul_peak"]["gflops"] > 0
+    assert report["matmul_peak"]["gflops"] > 0 and report["round_order"] == ["numpy", "jax", "torch"]
     records = report["records"]
-    assert {(r["backend"], r["attention"], r["task"]) for r in records} == {
-        (b, a, t) for b in ("numpy", "jax", "torch") for a in ("none", "bahdanau") for t in ("train", "decode")}
+    points = {(c, "multihead", t) for c in ("lstm", "gru") for t in ("train", "decode")}
+    assert {(r["backend"], r["cell"], r["attention"], r["task"]) for r in records} == {
+        (b, *p) for b in ("numpy", "jax", "torch") for p in points}
     for r in records:
-        assert r["ms_median"] > 0 and r["ms_min"] <= r["ms_median"] <= r["ms_max"] and r["repeats"] == 2
+        assert r["ms_median"] > 0 and r["ms_min"] <= r["ms_median"] <= r["ms_max"] and r["repeats"] == 3
         assert r["gflops_achieved"] > 0 and r["percent_of_peak"] > 0 and r["peak_rss_bytes"] > 0
-        assert r["time_vs_torch"] == pytest.approx(
-            r["ms_median"] / next(t["ms_median"] for t in records if t["backend"] == "torch"
-                                  and t["attention"] == r["attention"] and t["task"] == r["task"]))
+        assert r["heads"] == 4 and len(r["ms_times"]) == 3
+        baseline = next(t for t in records if t["backend"] == "torch" and t["cell"] == r["cell"]
+                        and t["attention"] == r["attention"] and t["task"] == r["task"])
+        assert r["time_vs_torch"] == pytest.approx(r["ms_median"] / baseline["ms_median"])
+        ratios = np.array(r["ms_times"]) / np.array(baseline["ms_times"])
+        assert r["time_vs_torch_paired"] == pytest.approx(np.median(ratios))
+        assert math.isfinite(r["time_vs_torch_paired_iqr"]) and r["time_vs_torch_paired_iqr"] >= 0
+    # interleaved: at every point the timed calls ran numpy, jax, torch, numpy, jax, torch, ...
+    for point in points:
+        calls = sorted((i, r["backend"]) for r in records if (r["cell"], r["attention"], r["task"]) == point
+                       for i in r["order"])
+        assert [backend for _, backend in calls] == ["numpy", "jax", "torch"] * 3
+    # one warm worker per backend: the same process at every point, a different one for each backend
+    pids = {b: {r["worker_pid"] for r in records if r["backend"] == b} for b in ("numpy", "jax", "torch")}
+    assert all(len(p) == 1 for p in pids.values()) and len(set.union(*pids.values())) == 3
+
+
+def test_measure_isolated_still_measures_one_backend():
+    record = measure_isolated(CONFIGS["tiny"], "numpy", "none", "train", 1, 2, cell="gru")
+    assert record["backend"] == "numpy" and record["cell"] == "gru" and record["repeats"] == 2
+    assert record["time_vs_torch"] is None and record["order"] == [0, 1]
 
 
 def test_bench_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--backends", "numpy,tensorflow"])
     assert "expected a comma-separated list" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--cells", "lstm,rnn"])
+    assert "expected a comma-separated list" in capsys.readouterr().err
     assert main(["bench", "--config", "tiny", "--repeats", "0"]) == 2
     assert "repeats: expected a positive int, got 0" in capsys.readouterr().err
+    assert main(["bench", "--config", "tiny", "--attention", "multihead", "--heads", "3"]) == 2
+    assert "num_heads: expected a divisor of hidden_dim (8), got 3" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("attention", ["none", "bahdanau", "luong"])
+def grid_config(encoder, decoder, attention, layers, bidirectional):
+    try:
+        return ModelConfig(9, 8, 5, 6, layers, bidirectional, attention, encoder=encoder, decoder=decoder,
+                           num_heads=2)
+    except ValueError:  # a connection without heads
+        return ModelConfig(9, 8, 5, 6, layers, bidirectional, attention, encoder=encoder, decoder=decoder)
+
+
 @pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, True)])
-def test_torch_baseline_is_the_same_model(attention, layers, bidirectional):
+def test_torch_baseline_is_the_same_model(layers, bidirectional):
+    """Every (encoder, decoder, attention): loss, every gradient and the greedy tokens, on a ragged batch."""
     from seq2seq_lab.bench.torch_model import TorchSeq2Seq
 
-    config = ModelConfig(9, 8, 5, 6, layers, bidirectional, attention)
-    params = float64_params(config, scale=0.5)
-    rng = np.random.default_rng(0)
-    batch = make_batch(rng.integers(3, 9, (3, 7)).tolist(), rng.integers(3, 8, (3, 5)).tolist(), config)
-    model = TorchSeq2Seq(config).double().load_flat(params)
-    tensors = [torch.as_tensor(a) for a in (batch.src, batch.tgt_in, batch.tgt_out)]
-    loss = model.loss(*tensors, torch.ones(batch.tgt_out.shape, dtype=torch.float64))
-    reference, grads = loss_and_grads(params, config, batch)
-    assert abs(loss.item() - reference) <= 1e-12 * reference
-    loss.backward()
-    np.testing.assert_allclose(model.output.weight.grad.numpy().T, grads["output/W"], rtol=1e-9, atol=1e-14)
-    tokens, _ = greedy_decode(params, config, batch.src, batch.src_lengths, 6)
-    np.testing.assert_array_equal(model.greedy(tensors[0], 6).numpy()[tokens != config.pad_id],
-                                  tokens[tokens != config.pad_id])
+    for encoder, decoder, attention in itertools.product(CELL_NAMES, CELL_NAMES, ATTENTIONS):
+        config = grid_config(encoder, decoder, attention, layers, bidirectional)
+        params = float64_params(config, scale=0.5)
+        batch = ragged_batch(config, np.random.default_rng(0), batch_size=4, src_len=7, tgt_len=5)
+        model = TorchSeq2Seq(config).double().load_flat(params)
+        src, tgt_in, tgt_out = (torch.as_tensor(a) for a in (batch.src, batch.tgt_in, batch.tgt_out))
+        tgt_mask = torch.as_tensor(length_mask(batch.tgt_lengths, batch.tgt_in.shape[1]), dtype=torch.float64)
+        loss = model.loss(src, tgt_in, tgt_out, tgt_mask, batch.src_lengths)
+        reference, grads = loss_and_grads(params, config, batch)
+        assert abs(loss.item() - reference) <= 1e-12 * reference, config
+        loss.backward()
+        torch_grads = model.flat_grads()
+        assert set(torch_grads) == set(grads)
+        for name, grad in grads.items():
+            assert_close_rel(torch_grads[name], grad, 1e-10, tiny=1e-2)
+        tokens, _ = greedy_decode(params, config, batch.src, batch.src_lengths, 6)
+        np.testing.assert_array_equal(model.greedy(src, 6, batch.src_lengths).numpy()[tokens != config.pad_id],
+                                      tokens[tokens != config.pad_id], err_msg=str(config))

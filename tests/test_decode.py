@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from seq2seq_ref import ModelConfig, init_params
 from seq2seq_ref.decode import beam_search, greedy_decode, length_normaliser, step_log_probs, encode
-from tests.helpers import float64_params, ragged_batch
+from tests.helpers import ATTENTIONS, CELL_NAMES, config_with_heads, float64_params, ragged_batch
 
 
 def test_greedy_stops_at_eos(rng):
@@ -26,7 +26,7 @@ def test_greedy_stops_at_eos(rng):
     assert np.all(weights[:, 1:] == 0)
 
 
-@pytest.mark.parametrize("attention", ["none", "bahdanau", "luong"])
+@pytest.mark.parametrize("attention", ATTENTIONS)
 def test_greedy_picks_the_argmax_and_never_pad_or_bos(attention, rng):
     config = ModelConfig(9, 8, 3, 4, attention=attention, bidirectional=True)
     params = float64_params(config)
@@ -43,9 +43,11 @@ def test_greedy_picks_the_argmax_and_never_pad_or_bos(attention, rng):
     assert np.array_equal(tokens[:, 0], log_p.argmax(1))
 
 
-@given(st.sampled_from(["none", "bahdanau", "luong"]), st.booleans(), st.integers(0, 10_000))
-def test_beam_of_one_equals_greedy(attention, bidirectional, seed):
-    config = ModelConfig(9, 8, 3, 4, attention=attention, bidirectional=bidirectional)
+@given(st.sampled_from(ATTENTIONS), st.booleans(), st.integers(0, 10_000), st.sampled_from(CELL_NAMES),
+       st.sampled_from(CELL_NAMES))
+def test_beam_of_one_equals_greedy(attention, bidirectional, seed, encoder, decoder):
+    config = config_with_heads(src_vocab_size=9, tgt_vocab_size=8, embed_dim=3, hidden_dim=4, attention=attention,
+                               bidirectional=bidirectional, encoder=encoder, decoder=decoder)
     params = float64_params(config, seed, scale=1.0)
     batch = ragged_batch(config, np.random.default_rng(seed))
     tokens, _ = greedy_decode(params, config, batch.src, batch.src_lengths, max_len=7)
@@ -103,7 +105,7 @@ def test_a_finished_hypothesis_is_never_lost():
     assert is_finished(config, beams[0, 0]) and scores[0, 0] >= first_scores[0, 0]
 
 
-@given(st.sampled_from(["none", "bahdanau", "luong"]), st.integers(0, 10_000), st.integers(1, 4),
+@given(st.sampled_from(ATTENTIONS), st.integers(0, 10_000), st.integers(1, 4),
        st.sampled_from([0.0, 0.6]))
 def test_the_best_finished_hypothesis_never_gets_worse_with_max_len(attention, seed, beam_size, length_penalty):
     config = ModelConfig(9, 8, 3, 4, attention=attention)
@@ -120,7 +122,7 @@ def test_the_best_finished_hypothesis_never_gets_worse_with_max_len(attention, s
                 assert best[row] == -np.inf  # once something finished, the answer is finished
 
 
-@given(st.sampled_from(["none", "bahdanau", "luong"]), st.integers(0, 10_000), st.integers(1, 3),
+@given(st.sampled_from(ATTENTIONS), st.integers(0, 10_000), st.integers(1, 3),
        st.sampled_from([0.0, 0.6]))
 def test_exhaustive_search_is_at_least_as_good_as_beam(attention, seed, beam_size, length_penalty):
     config = ModelConfig(9, 5, 3, 4, attention=attention)  # tokens: EOS and two others

@@ -2,7 +2,7 @@
 
 float64 (jax_enable_x64): loss <= 1e-10 relative; gradients <= 1e-9 relative
 with an absolute floor of 1e-12; one optax Adam step <= 1e-10; greedy tokens
-and beam hypotheses identical.  float32: loss <= 1e-5, gradients <= 1e-4.
+and beam hypotheses identical.  float32: loss <= 1e-5, gradients <= 1e-3.
 """
 import jax
 
@@ -22,7 +22,7 @@ from seq2seq_ref.decode import beam_search, greedy_decode  # noqa: E402
 from seq2seq_ref.gradcheck import relative_error  # noqa: E402
 from seq2seq_ref.optim import adam, apply_updates  # noqa: E402
 from seq2seq_ref import ModelConfig, init_params  # noqa: E402
-from tests.helpers import float64_params, ragged_batch  # noqa: E402
+from tests.helpers import ATTENTIONS, float64_params, ragged_batch  # noqa: E402
 from tests.jax_helpers import agreement_problems  # noqa: E402
 
 
@@ -105,13 +105,15 @@ def test_beam_of_one_equals_greedy_in_float32_on_both_backends(rng):
 @settings(max_examples=8)
 @given(agreement_problems(np.float32))
 def test_float32_agreement(problem):
-    assert_loss_and_grads_agree(problem, loss_bound=1e-5, grad_bound=1e-4, tiny=1e-2)  # atol 1e-6
+    # GRU grids are less well conditioned: each float32 backend is up to 4.5e-4 from the float64 truth itself
+    # (measured over 60 drawn configs), and the two differ by up to 3.4e-4.
+    assert_loss_and_grads_agree(problem, loss_bound=1e-5, grad_bound=1e-3, tiny=1e-2)  # atol 1e-5
 
 
-@pytest.mark.parametrize("attention", ["none", "bahdanau", "luong"])
+@pytest.mark.parametrize("attention", ATTENTIONS)
 def test_gradcheck_against_jax_cli(attention, capsys):
-    code = main(["gradcheck", "--against", "jax", "--attention", attention, "--layers", "2", "--bidirectional",
-                 "--max-entries", "3", "--json"])
+    code = main(["gradcheck", "--against", "jax", "--attention", attention, "--encoder", "all", "--decoder", "all",
+                 "--layers", "2", "--bidirectional", "--max-entries", "3", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["passed"]
     for record in report["records"]:

@@ -10,14 +10,18 @@ from seq2seq_ref import Batch, ModelConfig, init_params, loss_and_grads, make_ba
 from seq2seq_ref.decoder import decoder_forward, decoder_step_forward, make_memory
 from seq2seq_ref.gradcheck import gradcheck_model
 from seq2seq_ref.optim import adam, apply_updates
-from tests.helpers import float64_params, ragged_batch
+from seq2seq_ref.registry import CELLS
+from tests.helpers import ATTENTIONS, CELL_NAMES, config_with_heads, float64_params, ragged_batch
 
-VARIANTS = list(itertools.product(("none", "bahdanau", "luong"), (1, 2), (False, True)))
+# Every (encoder, decoder, connection) of the registries, at (1 layer, unidirectional) and (2, bidirectional).
+VARIANTS = [(enc, dec, att, layers, bi) for enc, dec, att in itertools.product(CELL_NAMES, CELL_NAMES, ATTENTIONS)
+            for layers, bi in ((1, False), (2, True))]
 
 
-@pytest.mark.parametrize("attention,layers,bidirectional", VARIANTS)
-def test_model_gradients_match_finite_differences(attention, layers, bidirectional):
-    config = ModelConfig(7, 8, 4, 5, num_layers=layers, bidirectional=bidirectional, attention=attention)
+@pytest.mark.parametrize("encoder,decoder,attention,layers,bidirectional", VARIANTS)
+def test_model_gradients_match_finite_differences(encoder, decoder, attention, layers, bidirectional):
+    config = config_with_heads(src_vocab_size=7, tgt_vocab_size=8, embed_dim=4, hidden_dim=6, num_layers=layers,
+                               bidirectional=bidirectional, attention=attention, encoder=encoder, decoder=decoder)
     checks = gradcheck_model(config, seed=3, max_entries=12)
     assert {c.name for c in checks} == set(param_shapes(config))
     worst = max(checks, key=lambda c: c.max_rel_error)
@@ -51,8 +55,9 @@ def _pad(batch: Batch, extra_src: int, extra_tgt: int, pad_id: int) -> Batch:
 
 @given(st.sampled_from(VARIANTS), st.integers(0, 3), st.integers(0, 3), st.integers(0, 2**31))
 def test_padding_changes_neither_loss_nor_gradients(variant, extra_src, extra_tgt, seed):
-    attention, layers, bidirectional = variant
-    config = ModelConfig(9, 8, 3, 4, num_layers=layers, bidirectional=bidirectional, attention=attention)
+    encoder, decoder, attention, layers, bidirectional = variant
+    config = config_with_heads(src_vocab_size=9, tgt_vocab_size=8, embed_dim=3, hidden_dim=4, num_layers=layers,
+                               bidirectional=bidirectional, attention=attention, encoder=encoder, decoder=decoder)
     params = float64_params(config, seed % 1000)
     batch = ragged_batch(config, np.random.default_rng(seed))
     loss, grads = loss_and_grads(params, config, batch)
@@ -77,7 +82,7 @@ def test_padding_value_is_irrelevant(rng):
         np.testing.assert_array_equal(grads[name], noisy_grads[name], err_msg=name)
 
 
-@pytest.mark.parametrize("attention", ["none", "bahdanau", "luong"])
+@pytest.mark.parametrize("attention", ATTENTIONS)
 def test_uniform_logits_give_log_vocabulary(attention, rng):
     config = ModelConfig(9, 11, 3, 4, attention=attention)
     params = float64_params(config)
@@ -87,16 +92,18 @@ def test_uniform_logits_give_log_vocabulary(attention, rng):
     assert np.isclose(loss, np.log(11), rtol=1e-14)
 
 
-@pytest.mark.parametrize("attention", ["none", "luong", "bahdanau"])
-def test_step_path_equals_parallel_path(attention, rng):
-    config = ModelConfig(9, 8, 3, 4, num_layers=2, bidirectional=True, attention=attention)
+@pytest.mark.parametrize("decoder", CELL_NAMES)
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_step_path_equals_parallel_path(attention, decoder, rng):
+    config = config_with_heads(src_vocab_size=9, tgt_vocab_size=8, embed_dim=3, hidden_dim=4, num_layers=2,
+                               bidirectional=True, attention=attention, decoder=decoder)
     params = float64_params(config)
     B, S, T = 3, 5, 4
     keys = rng.standard_normal((B, S, config.key_dim))
     src_mask = np.arange(S)[None, :] < np.array([5, 2, 3])[:, None]
     y = rng.standard_normal((B, T, 3))
     tgt_lengths = np.array([4, 1, 2])
-    states = [(rng.standard_normal((B, 4)), rng.standard_normal((B, 4))) for _ in range(2)]
+    states = [tuple(rng.standard_normal((B, 4)) for _ in CELLS[decoder].state_names) for _ in range(2)]
     features, alpha, _ = decoder_forward(y, tgt_lengths, states, keys, src_mask, params, config, {})
     memory = make_memory(keys, src_mask, params, config)
     for t in range(T):

@@ -11,7 +11,8 @@ import optax  # noqa: E402
 import pytest  # noqa: E402
 
 import seq2seq_jax  # noqa: E402
-from seq2seq_jax import models  # noqa: E402
+from seq2seq_jax import layers as jax_layers  # noqa: E402
+from seq2seq_jax import lstm as jax_lstm  # noqa: E402
 from seq2seq_ref import ModelConfig, init_params  # noqa: E402
 from seq2seq_ref.attention import masked_softmax  # noqa: E402
 from seq2seq_ref.gradcheck import relative_error  # noqa: E402
@@ -32,7 +33,7 @@ def true_sigmoid(x):
 ])
 def test_sigmoid_is_relatively_exact_at_large_negative_and_positive_inputs(backend, dtype, bound):
     x = jnp.asarray(X, dtype) if backend == "jax" else X.astype(dtype)
-    value = models.sigmoid(x) if backend == "jax" else sigmoid(x)
+    value = jax_layers.sigmoid(x) if backend == "jax" else sigmoid(x)
     assert value.dtype == dtype
     error = np.abs(np.asarray(value, np.float64) - true_sigmoid(x)) / true_sigmoid(x)
     assert error.max() <= bound, f"worst at x = {X[error.argmax()]}: {error.max():.2e}"  # 0.5(1+tanh) gave 1.0
@@ -41,9 +42,9 @@ def test_sigmoid_is_relatively_exact_at_large_negative_and_positive_inputs(backe
 def test_all_masked_softmax_rows_are_zero_not_nan():
     scores = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     mask = np.array([[True, False, True], [False, False, False]])
-    for weights in (masked_softmax(scores, mask), np.asarray(models.masked_softmax(scores, mask))):
+    for weights in (masked_softmax(scores, mask), np.asarray(jax_layers.masked_softmax(scores, mask))):
         assert np.all(weights[1] == 0) and np.isclose(weights[0].sum(), 1) and weights[0, 1] == 0
-    grad = jax.grad(lambda s: (models.masked_softmax(s, mask) * jnp.arange(3.0)).sum())(scores)
+    grad = jax.grad(lambda s: (jax_layers.masked_softmax(s, mask) * jnp.arange(3.0)).sum())(scores)
     assert np.all(np.isfinite(grad)) and np.all(grad[1] == 0)
 
 
@@ -84,14 +85,14 @@ def test_the_custom_lstm_vjp_equals_autodiff_of_the_plain_scan():
             return sum((w * out).sum() for w, out in zip(weights, scan(a_x, h0, c0, W_h, mask)))
         return jax.grad(f, argnums=(0, 1, 2, 3))(a_x, h0, c0, W_h)
 
-    hand, auto = objective(models.lstm_scan), objective(models.lstm_scan_autodiff)
+    hand, auto = objective(jax_lstm.lstm_scan), objective(jax_lstm.lstm_scan_autodiff)
     for h, a in zip(hand, auto):
         assert float(np.max(relative_error(np.asarray(h), np.asarray(a), 1e-3))) <= 1e-12  # 5e-16 measured
     # forward mode passes through the plain scan only
-    tangent = jax.jvp(lambda w: models.lstm_scan_autodiff(a_x, h0, c0, w, mask)[1], (W_h,), (np.ones_like(W_h),))
+    tangent = jax.jvp(lambda w: jax_lstm.lstm_scan_autodiff(a_x, h0, c0, w, mask)[1], (W_h,), (np.ones_like(W_h),))
     assert np.all(np.isfinite(tangent[1]))
     with pytest.raises(TypeError, match="can't apply forward-mode autodiff"):
-        jax.jvp(lambda w: models.lstm_scan(a_x, h0, c0, w, mask)[1], (W_h,), (np.ones_like(W_h),))
+        jax.jvp(lambda w: jax_lstm.lstm_scan(a_x, h0, c0, w, mask)[1], (W_h,), (np.ones_like(W_h),))
 
 
 def test_gradcheck_against_jax_uses_plain_autodiff():
@@ -100,9 +101,9 @@ def test_gradcheck_against_jax_uses_plain_autodiff():
     def refuse(*args):
         raise AssertionError("the custom VJP was used")
 
-    models.lstm_scan.defvjp(models._lstm_scan_fwd, refuse)
+    jax_lstm.lstm_scan.defvjp(jax_lstm._lstm_scan_fwd, refuse)
     try:
         report = compare_with_autodiff(ModelConfig(7, 8, 4, 5, num_layers=2, bidirectional=True, attention="none"))
     finally:
-        models.lstm_scan.defvjp(models._lstm_scan_fwd, models._lstm_scan_bwd)
+        jax_lstm.lstm_scan.defvjp(jax_lstm._lstm_scan_fwd, jax_lstm._lstm_scan_bwd)
     assert all(r["autodiff_passed"] for r in report.values())

@@ -61,3 +61,54 @@ def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-m", "seq2seq_lab.cli", "--help"], capture_output=True, text=True,
                             cwd=ROOT)
     assert result.returncode == 0 and "gradcheck" in result.stdout
+
+
+def _internal_imports(path: Path, package: Path) -> set[str]:
+    """Modules of the package that path imports, at any depth of the file (function-level imports too)."""
+    import ast
+
+    module = ".".join(path.relative_to(package.parent).with_suffix("").parts)
+    if module.endswith(".__init__"):
+        module = module[: -len(".__init__")]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = module.split(".")[: -node.level + (1 if path.name == "__init__.py" else 0) or None]
+            target = ".".join([*base, node.module] if node.module else base)
+            candidates = [target] + [f"{target}.{alias.name}" for alias in node.names]
+            found.update(c for c in candidates if (package.parent / Path(*c.split("."))).with_suffix(".py").exists()
+                         or (package.parent / Path(*c.split(".")) / "__init__.py").exists())
+    return found - {module}
+
+
+def test_the_reference_has_no_import_cycles():
+    package = ROOT / "seq2seq_ref"
+    graph = {}
+    for path in package.rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        graph[name] = {m for m in _internal_imports(path, package) if m != "seq2seq_ref"}
+    state = {}
+
+    def visit(node, trail):
+        if state.get(node) == "done":
+            return
+        assert state.get(node) != "open", f"import cycle: {' -> '.join(trail + [node])}"
+        state[node] = "open"
+        for child in sorted(graph.get(node, ())):
+            visit(child, trail + [node])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        visit(node, [])
+    assert "seq2seq_ref.validation" in graph and "seq2seq_ref.batch" in graph["seq2seq_ref.validation"]
+
+
+def test_both_backends_export_the_shared_names():
+    import seq2seq_jax
+    import seq2seq_ref
+
+    shared = {"ATTENTION_TYPES", "CELL_TYPES", "Batch", "ModelConfig", "beam_search", "greedy_decode", "init_params",
+              "loss_and_grads", "make_batch", "param_shapes"}
+    assert shared <= set(seq2seq_ref.__all__) and shared <= set(seq2seq_jax.__all__)
+    for name in shared - {"init_params", "loss_and_grads", "beam_search", "greedy_decode"}:
+        assert getattr(seq2seq_jax, name) is getattr(seq2seq_ref, name), name

@@ -192,3 +192,33 @@ def test_train_on_a_tsv_corpus_with_skipped_lines(tmp_path, capsys):
 def test_missing_run_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["translate", "--run", str(tmp_path / "nothing"), "hello"]) == 2
     assert "expected a checkpoint in" in capsys.readouterr().err
+
+
+def test_a_checkpoint_from_before_the_cell_fields_loads_and_resumes_as_lstm(tmp_path):
+    tiny_run(tmp_path, 4)
+    path = list_checkpoints(tmp_path)[-1]
+    checkpoint = load_checkpoint(path)
+    for field in ("encoder", "decoder", "num_heads"):
+        del checkpoint.meta["config"][field]
+    path.unlink()
+    save_checkpoint(tmp_path, 4, checkpoint.params, checkpoint.opt_state,
+                    {k: v for k, v in checkpoint.meta.items() if k not in ("format", "step")})
+    old = load_checkpoint(list_checkpoints(tmp_path)[-1])
+    assert "encoder" not in old.meta["config"]
+    assert (old.config.encoder, old.config.decoder, old.config.num_heads) == ("lstm", "lstm", 1)
+    assert tiny_run(tmp_path, 8)["steps"] == 8  # resumes
+
+
+def test_train_command_with_gru_cells_and_multihead_attention(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert main(["train", "--task", "reverse", "--train-size", "200", "--steps", "8", "--batch-size", "16",
+                 "--embed-dim", "8", "--hidden-dim", "8", "--encoder", "gru", "--decoder", "lstm",
+                 "--attention", "multihead", "--heads", "4", "--backend", "numpy", "--out", run, "--no-progress",
+                 "--eval-every", "4"]) == 0
+    config = load_checkpoint(list_checkpoints(run)[-1]).config
+    assert (config.encoder, config.decoder, config.attention, config.num_heads) == ("gru", "lstm", "multihead", 4)
+    capsys.readouterr()
+    assert main(["translate", "--run", run, "--backend", "jax", "abc"]) == 0
+    assert main(["train", "--task", "reverse", "--hidden-dim", "6", "--attention", "multihead", "--heads", "4",
+                 "--out", str(tmp_path / "bad"), "--backend", "numpy"]) == 2
+    assert "num_heads: expected a divisor of hidden_dim (6), got 4" in capsys.readouterr().err

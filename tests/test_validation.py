@@ -20,7 +20,12 @@ def _batch(batch, **changes):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(attention="dot"), r"attention: expected one of \('none', 'bahdanau', 'luong'\), got 'dot'"),
+    (dict(attention="dot"), r"attention: expected one of \('none', 'bahdanau', 'luong', 'multihead'\), got 'dot'"),
+    (dict(encoder="rnn"), r"encoder: expected one of \('lstm', 'gru'\), got 'rnn'"),
+    (dict(decoder="rnn"), r"decoder: expected one of \('lstm', 'gru'\), got 'rnn'"),
+    (dict(attention="multihead", num_heads=3), r"num_heads: expected a divisor of hidden_dim \(4\), got 3"),
+    (dict(attention="luong", num_heads=2), r"num_heads: expected 1 with attention='luong'"),
+    (dict(num_heads=0), r"num_heads: expected an int >= 1, got 0"),
     (dict(hidden_dim=0), r"hidden_dim: expected an int >= 1, got 0"),
     (dict(hidden_dim=4.0), r"hidden_dim: expected an int >= 1, got 4.0"),
     (dict(num_layers=True), r"num_layers: expected an int >= 1, got True"),

@@ -5,6 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from seq2seq_ref import ModelConfig
+from seq2seq_ref.registry import CELLS
 
 
 @dataclass(frozen=True)
@@ -18,9 +19,14 @@ class BenchConfig:
     tgt_len: int
     layers: int = 1
     bidirectional: bool = False
+    heads: int | None = None  # multi-head attention's heads; None: default_heads(hidden)
 
-    def model(self, attention: str) -> ModelConfig:
-        return ModelConfig(self.vocab, self.vocab, self.embed, self.hidden, self.layers, self.bidirectional, attention)
+    def model(self, attention: str, cell: str = "lstm") -> ModelConfig:
+        """The model of one benchmark point: `cell` on both sides, `heads` heads where attention is multi-head."""
+        heads = (self.heads or default_heads(self.hidden)) if attention == "multihead" else 1
+        return ModelConfig(src_vocab_size=self.vocab, tgt_vocab_size=self.vocab, embed_dim=self.embed,
+                           hidden_dim=self.hidden, num_layers=self.layers, bidirectional=self.bidirectional,
+                           attention=attention, encoder=cell, decoder=cell, num_heads=heads)
 
     def replace(self, **changes) -> "BenchConfig":
         return dataclasses.replace(self, **changes)
@@ -37,32 +43,50 @@ CONFIGS = {
 }
 
 
-def lstm_step_flops(batch: int, input_dim: int, hidden: int) -> int:
-    """(1): x W_x and h W_h for one step, 2 FLOPs per multiply-add."""
-    return 2 * batch * (input_dim + hidden) * 4 * hidden
+def default_heads(hidden: int) -> int:
+    """4 heads, or the largest divisor of hidden below 4."""
+    return next(n for n in (4, 3, 2, 1) if hidden % n == 0)
 
 
-def forward_flops(c: BenchConfig, attention: str, decode_steps: int | None = None) -> int:
+def gate_blocks(cell: str) -> int:
+    """Gate blocks of width H in one step's matrix products: 4 for the LSTM (i, f, g, o), 3 for the GRU (r, z, n)."""
+    return CELLS[cell].param_shapes(1, 1)["W_h"][1]
+
+
+def cell_step_flops(batch: int, input_dim: int, hidden: int, cell: str = "lstm") -> int:
+    """(1) / (G1)-(G3): x W_x and h W_h for one step, 2 FLOPs per multiply-add.
+
+    The GRU's r * (h W_hn + b_hn) and the gate math are elementwise: left out, as for the LSTM.
+    """
+    return 2 * batch * (input_dim + hidden) * gate_blocks(cell) * hidden
+
+
+def forward_flops(c: BenchConfig, attention: str, decode_steps: int | None = None, cell: str = "lstm") -> int:
     """Matrix-multiply FLOPs of one forward pass (elementwise work is left out; it is O(1/H) of this)."""
     B, E, H, V, S = c.batch, c.embed, c.hidden, c.vocab, c.src_len
     T = c.tgt_len if decode_steps is None else decode_steps
     dirs = 2 if c.bidirectional else 1
     K, A = H * dirs, H
-    encoder = sum(S * dirs * lstm_step_flops(B, E if l == 0 else K, H) for l in range(c.layers))
+    encoder = sum(S * dirs * cell_step_flops(B, E if l == 0 else K, H, cell) for l in range(c.layers))
     decoder_input = E + (K if attention == "bahdanau" else 0)
-    decoder = sum(T * lstm_step_flops(B, decoder_input if l == 0 else H, H) for l in range(c.layers))
+    decoder = sum(T * cell_step_flops(B, decoder_input if l == 0 else H, H, cell) for l in range(c.layers))
     if attention == "bahdanau":
         # (A0) once; per step (A1) query projection, (A2) scores, (A4) context
         attend = 2 * B * S * K * A + T * (2 * B * H * A + 2 * B * S * A + 2 * B * S * K)
     elif attention == "luong":
         # (L1) s W_a and scores, (L3) context, (L4) [ctx; s] W_c
         attend = T * (2 * B * H * K + 2 * B * S * K + 2 * B * S * K + 2 * B * (K + H) * H)
+    elif attention == "multihead":
+        # (M0) once: keys W_k and keys W_v; per step (M1) s W_q, (M2) scores and (M4) context (heads x d = H
+        # wide in all), (M5) heads W_o, (M6) [o; s] W_c
+        attend = 2 * (2 * B * S * K * H) + T * (2 * B * H * H + 2 * B * S * H + 2 * B * S * H + 2 * B * H * H
+                                                + 2 * B * 2 * H * H)
     else:
         attend = 0
     output = 2 * B * T * H * V
     return encoder + decoder + attend + output
 
 
-def train_step_flops(c: BenchConfig, attention: str) -> int:
+def train_step_flops(c: BenchConfig, attention: str, cell: str = "lstm") -> int:
     """Forward + backward (each matrix product of the forward has two in the backward: 2x) = 3x forward."""
-    return 3 * forward_flops(c, attention)
+    return 3 * forward_flops(c, attention, cell=cell)

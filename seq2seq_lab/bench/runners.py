@@ -1,8 +1,9 @@
 """One training step (forward, backward, Adam update) and one greedy decode, per backend.
 
-Each maker returns a zero-argument callable that runs the work once and
-returns only when it is finished (device work included), plus a function
-giving the device's peak memory in bytes (None where the library has none).
+Each maker takes the benchmark config and one point (cell, attention, task)
+and returns a zero-argument callable that runs the work once and returns only
+when it is finished (device work included), plus a function giving the
+device's peak memory in bytes (None where the library has none).
 """
 from __future__ import annotations
 
@@ -24,12 +25,12 @@ def full_length_batch(c: BenchConfig, seed: int = 0) -> Batch:
                  np.concatenate([np.full((c.batch, 1), 1), tgt[:, :-1]], axis=1), tgt, np.full(c.batch, c.tgt_len))
 
 
-def numpy_runner(c: BenchConfig, attention: str, task: str, options: dict):
+def numpy_runner(c: BenchConfig, cell: str, attention: str, task: str, options: dict):
     from seq2seq_ref import loss_and_grads
     from seq2seq_ref.decode import greedy_decode
     from seq2seq_ref.optim import adam, apply_updates
 
-    config, batch = c.model(attention), full_length_batch(c)
+    config, batch = c.model(attention, cell), full_length_batch(c)
     state = {"params": init_params(config, 0)}
     optimiser = adam(1e-3)
     state["opt"] = optimiser.init(state["params"])
@@ -45,16 +46,17 @@ def numpy_runner(c: BenchConfig, attention: str, task: str, options: dict):
     return (train if task == "train" else decode), lambda: None
 
 
-def jax_runner(c: BenchConfig, attention: str, task: str, options: dict):
+def jax_runner(c: BenchConfig, cell: str, attention: str, task: str, options: dict):
     import jax
     import seq2seq_jax
 
-    config = c.model(attention)
+    config = c.model(attention, cell)
     device = jax.devices()[0]
     batch = jax.device_put(full_length_batch(c), device)
-    params = seq2seq_jax.init_params(config, 0)
+    # committed to the device as the step's outputs are, or the second call compiles the step again
+    params = jax.device_put(seq2seq_jax.init_params(config, 0), device)
     optimiser = seq2seq_jax.make_optimizer("adam", 1e-3)
-    state = {"params": params, "opt": optimiser.init(params)}
+    state = {"params": params, "opt": jax.device_put(optimiser.init(params), device)}
     step = seq2seq_jax.make_train_step(config, optimiser, compute_dtype=options.get("compute_dtype"),
                                        unroll=options.get("unroll", 1), validate=False)
 
@@ -66,20 +68,23 @@ def jax_runner(c: BenchConfig, attention: str, task: str, options: dict):
         jax.block_until_ready(seq2seq_jax.greedy_decode(state["params"], config, np.asarray(batch.src),
                                                         np.asarray(batch.src_lengths), c.tgt_len)[0])
 
-    def peak():
+    def peak():  # jax cannot reset it: the peak of every point the worker has run so far
         stats = device.memory_stats() or {}
         return stats.get("peak_bytes_in_use")
 
     return (train if task == "train" else decode), peak
 
 
-def torch_runner(c: BenchConfig, attention: str, task: str, options: dict):
+def torch_runner(c: BenchConfig, cell: str, attention: str, task: str, options: dict):
     import torch
 
     from .torch_model import TorchSeq2Seq
 
-    config = c.model(attention)
+    config = c.model(attention, cell)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":  # a worker runs one point after another: this point's peak only
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     model = TorchSeq2Seq(config).load_flat(init_params(config, 0)).to(device)
     batch = full_length_batch(c)
     src, tgt_in, tgt_out = (torch.as_tensor(a, device=device) for a in (batch.src, batch.tgt_in, batch.tgt_out))

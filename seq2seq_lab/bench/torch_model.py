@@ -1,131 +1,275 @@
-"""The PyTorch baseline: the same model on torch.nn.LSTM (cuDNN on a GPU), for side-by-side timing.
+"""The PyTorch baseline: the same model on torch.nn's recurrent layers (cuDNN on a GPU), for side-by-side timing.
 
-Same sizes, gates (i, f, g, o: PyTorch's own order), attention, bridge and loss
-as seq2seq_ref; parameters load from our flat dict (load_flat), so the two
-can be checked equal.  It takes full-length batches only (no packing), which
-is what the benchmarks feed it.
+Same sizes, cells (LSTM gates i, f, g, o and GRU gates r, z, n: PyTorch's own
+orders), connection, bridge and loss as seq2seq_ref; parameters load from our
+flat dict (load_flat) and gradients map back to it (flat_grads), so the two
+can be checked equal.  The benchmarks feed full-length batches (src_lengths
+None: no packing, no masks); given src_lengths, the encoder runs on packed
+sequences (each source's final state is the one at its own length) and the
+connection masks the source padding, as the reference does.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seq2seq_ref import ModelConfig
+from seq2seq_ref.registry import CELLS
+
+# torch's module for each of our cells: a whole sequence, and one step (for the decoder under Bahdanau)
+SEQUENCE_MODULES = {"lstm": nn.LSTM, "gru": nn.GRU}
+STEP_MODULES = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}
+# our cell parameter suffix -> (torch's name, transposed): x @ W is torch's W x. The LSTM's one bias b goes to
+# bias_ih; its bias_hh stays 0 (load_flat zeroes what no flat name maps to).
+CELL_PARAMETERS = {"W_x": ("weight_ih", True), "W_h": ("weight_hh", True), "b": ("bias_ih", False),
+                   "b_x": ("bias_ih", False), "b_h": ("bias_hh", False)}
+
+
+class Slot(NamedTuple):
+    """Where one flat parameter lives in torch: param[rows], transposed or not."""
+
+    param: nn.Parameter
+    transpose: bool = False
+    rows: int | slice = slice(None)
+
+    def of(self, tensor: torch.Tensor) -> torch.Tensor:
+        """This slot's view of the parameter (or of its gradient), in our layout."""
+        part = tensor[self.rows]
+        return part.T if self.transpose else part
+
+
+def to_torch_state(state: tuple):
+    """Our state tuple (h, c) or (h,) -> what nn.LSTM / nn.GRU (and their cells) take: (h, c) or h."""
+    return state if len(state) > 1 else state[0]
+
+
+def from_torch_state(state) -> tuple:
+    return state if isinstance(state, tuple) else (state,)
+
+
+def masked_softmax(scores, mask):
+    """Softmax over the last axis; mask (bool, broadcast) False -> weight exactly 0. None: no padding."""
+    return torch.softmax(scores if mask is None else scores.masked_fill(~mask, -torch.inf), dim=-1)
+
+
+class NoAttention(nn.Module):
+    feeds_input = False
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+
+    def forward(self, hs, keys, src_mask):
+        return hs
+
+    def slots(self) -> dict[str, Slot]:
+        return {}
+
+
+class Luong(nn.Module):
+    feeds_input = False
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        H, K = config.hidden_dim, config.key_dim
+        self.W_a, self.W_c = nn.Linear(K, H, bias=False), nn.Linear(K + H, H, bias=False)
+
+    def forward(self, hs, keys, src_mask):
+        alpha = masked_softmax(torch.bmm(hs, self.W_a(keys).transpose(1, 2)), None if src_mask is None
+                               else src_mask[:, None, :])
+        return torch.tanh(self.W_c(torch.cat([torch.bmm(alpha, keys), hs], dim=-1)))
+
+    def slots(self):
+        # q^T W_a k = q . (k W_a^T): Linear(K -> H) has weight [H, K], our W_a as it is
+        return {"attention/W_a": Slot(self.W_a.weight), "attention/W_c": Slot(self.W_c.weight, True)}
+
+
+class Bahdanau(nn.Module):
+    feeds_input = True
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        H, K, A = config.hidden_dim, config.key_dim, config.attention_dim
+        self.W_q, self.W_k = nn.Linear(H, A, bias=False), nn.Linear(K, A, bias=False)
+        self.v = nn.Linear(A, 1, bias=False)
+
+    def memory(self, keys):
+        return self.W_k(keys)
+
+    def context(self, query, keys, keys_proj, src_mask):
+        u = torch.tanh(keys_proj + self.W_q(query)[:, None, :])
+        alpha = masked_softmax(self.v(u)[..., 0], src_mask)
+        return torch.bmm(alpha[:, None, :], keys)[:, 0]
+
+    def slots(self):
+        return {"attention/W_q": Slot(self.W_q.weight, True), "attention/W_k": Slot(self.W_k.weight, True),
+                "attention/v": Slot(self.v.weight, rows=0)}
+
+
+class MultiHead(nn.Module):
+    """nn.MultiheadAttention (query: the decoder states, keys = values: the annotations), then tanh([o; s] W_c)."""
+
+    feeds_input = False
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        H, K = config.hidden_dim, config.key_dim
+        self.mha = nn.MultiheadAttention(H, config.num_heads, kdim=K, vdim=K, batch_first=True)
+        self.W_c = nn.Linear(2 * H, H, bias=False)
+
+    def forward(self, hs, keys, src_mask):
+        o, _ = self.mha(hs, keys, keys, key_padding_mask=None if src_mask is None else ~src_mask,
+                        need_weights=False)
+        return torch.tanh(self.W_c(torch.cat([o, hs], dim=-1)))
+
+    def slots(self):
+        mha, H = self.mha, self.mha.embed_dim
+        blocks = {"q": slice(0, H), "k": slice(H, 2 * H), "v": slice(2 * H, 3 * H)}
+        slots = {"attention/W_o": Slot(mha.out_proj.weight, True), "attention/b_o": Slot(mha.out_proj.bias),
+                 "attention/W_c": Slot(self.W_c.weight, True)}
+        for part, rows in blocks.items():
+            # torch packs the three projections into one in_proj_weight when kdim == vdim == embed_dim
+            packed = mha.in_proj_weight is not None
+            slots[f"attention/W_{part}"] = (Slot(mha.in_proj_weight, True, rows) if packed
+                                            else Slot(getattr(mha, f"{part}_proj_weight"), True))
+            slots[f"attention/b_{part}"] = Slot(mha.in_proj_bias, rows=rows)
+        return slots
+
+
+TORCH_CONNECTIONS = {"none": NoAttention, "bahdanau": Bahdanau, "luong": Luong, "multihead": MultiHead}
+
+
+def _cell_slots(prefix: str, module: nn.Module, suffix: str, cell: str) -> dict[str, Slot]:
+    """Our parameters of one cell layer (prefix/W_x, ...) in a torch module (names end in suffix: "_l0", ...)."""
+    slots = {}
+    for ours in CELLS[cell].param_shapes(1, 1):
+        name, transpose = CELL_PARAMETERS[ours]
+        slots[f"{prefix}/{ours}"] = Slot(getattr(module, f"{name}{suffix}"), transpose)
+    return slots
 
 
 class TorchSeq2Seq(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        E, H, K, A = config.embed_dim, config.hidden_dim, config.key_dim, config.attention_dim
+        E, H, K, L = config.embed_dim, config.hidden_dim, config.key_dim, config.num_layers
         self.src_embed = nn.Embedding(config.src_vocab_size, E)
         self.tgt_embed = nn.Embedding(config.tgt_vocab_size, E)
-        self.encoder = nn.LSTM(E, H, config.num_layers, batch_first=True, bidirectional=config.bidirectional)
-        if config.attention == "bahdanau":
-            self.W_q, self.W_k = nn.Linear(H, A, bias=False), nn.Linear(K, A, bias=False)
-            self.v = nn.Linear(A, 1, bias=False)
-            self.cells = nn.ModuleList(nn.LSTMCell(E + K if l == 0 else H, H) for l in range(config.num_layers))
+        self.encoder = SEQUENCE_MODULES[config.encoder](E, H, L, batch_first=True,
+                                                        bidirectional=config.bidirectional)
+        self.attention = TORCH_CONNECTIONS[config.attention](config)
+        if self.attention.feeds_input:  # (A5) the context joins each step's input: one cell per layer
+            self.cells = nn.ModuleList(STEP_MODULES[config.decoder](E + K if l == 0 else H, H) for l in range(L))
         else:
-            self.decoder = nn.LSTM(E, H, config.num_layers, batch_first=True)
-            if config.attention == "luong":
-                self.W_a, self.W_c = nn.Linear(K, H, bias=False), nn.Linear(K + H, H, bias=False)
-        self.output = nn.Linear(H, config.tgt_vocab_size)
+            self.decoder = SEQUENCE_MODULES[config.decoder](E, H, L, batch_first=True)
+        self.output = nn.Linear(config.output_dim, config.tgt_vocab_size)
 
-    def encode(self, src):
-        keys, (h, c) = self.encoder(self.src_embed(src))
+    def encode(self, src, src_lengths=None):
+        """-> keys [B, S, K] and the decoder's initial state (a tuple named as the decoder cell's, each [L, B, H])."""
+        x = self.src_embed(src)
+        if src_lengths is not None:
+            x = pack_padded_sequence(x, torch.as_tensor(src_lengths).cpu(), batch_first=True, enforce_sorted=False)
+        keys, state = self.encoder(x)
+        if src_lengths is not None:
+            keys, _ = pad_packed_sequence(keys, batch_first=True, total_length=src.shape[1])
+        state = from_torch_state(state)
         if self.config.bidirectional:  # (B2) sum the two directions' final states
             L, B, H = self.config.num_layers, src.shape[0], self.config.hidden_dim
-            h, c = h.view(L, 2, B, H).sum(1), c.view(L, 2, B, H).sum(1)
-        return keys, (h, c)
+            state = tuple(s.view(L, 2, B, H).sum(1) for s in state)
+        return keys, self.bridge(state)
 
-    def bahdanau_step(self, y_t, state, keys, keys_proj):
-        h, c = state
-        u = torch.tanh(keys_proj + self.W_q(h[-1])[:, None, :])
-        alpha = torch.softmax(self.v(u)[..., 0], dim=-1)
-        x = torch.cat([y_t, torch.bmm(alpha[:, None, :], keys)[:, 0]], dim=-1)
-        new_h, new_c = [], []
+    def bridge(self, state: tuple) -> tuple:
+        """(B3) match entries by name: LSTM -> GRU passes h only, GRU -> LSTM passes h and c = 0."""
+        named = dict(zip(CELLS[self.config.encoder].state_names, state))
+        return tuple(named[n] if n in named else torch.zeros_like(state[0])
+                     for n in CELLS[self.config.decoder].state_names)
+
+    def step(self, y_t, state, keys, memory, src_mask):
+        """One target position: y_t [B, E] -> feature [B, F] and the new state."""
+        if not self.attention.feeds_input:
+            hs, state = self.decoder(y_t[:, None], to_torch_state(state))
+            return self.attention(hs, keys, src_mask)[:, 0], from_torch_state(state)
+        x = torch.cat([y_t, self.attention.context(state[0][-1], keys, memory, src_mask)], dim=-1)
+        layers = []
         for layer, cell in enumerate(self.cells):
-            h_l, c_l = cell(x, (h[layer], c[layer]))
-            new_h.append(h_l)
-            new_c.append(c_l)
-            x = h_l
-        return x, (torch.stack(new_h), torch.stack(new_c))
+            layers.append(from_torch_state(cell(x, to_torch_state(tuple(s[layer] for s in state)))))
+            x = layers[-1][0]
+        return x, tuple(torch.stack(entry) for entry in zip(*layers))
 
-    def luong(self, hs, keys):
-        alpha = torch.softmax(torch.bmm(hs, self.W_a(keys).transpose(1, 2)), dim=-1)
-        return torch.tanh(self.W_c(torch.cat([torch.bmm(alpha, keys), hs], dim=-1)))
-
-    def features(self, tgt_in, keys, state):
+    def features(self, tgt_in, keys, state, src_mask):
         y = self.tgt_embed(tgt_in)
-        if self.config.attention == "bahdanau":
-            keys_proj, outputs = self.W_k(keys), []
+        if self.attention.feeds_input:
+            memory, outputs = self.attention.memory(keys), []
             for t in range(y.shape[1]):
-                feature, state = self.bahdanau_step(y[:, t], state, keys, keys_proj)
+                feature, state = self.step(y[:, t], state, keys, memory, src_mask)
                 outputs.append(feature)
             return torch.stack(outputs, 1)
-        hs, _ = self.decoder(y, state)
-        return self.luong(hs, keys) if self.config.attention == "luong" else hs
+        hs, _ = self.decoder(y, to_torch_state(state))
+        return self.attention(hs, keys, src_mask)
 
-    def loss(self, src, tgt_in, tgt_out, tgt_mask):
-        keys, state = self.encode(src)
-        logits = self.output(self.features(tgt_in, keys, state))
+    @staticmethod
+    def source_mask(src, src_lengths):
+        if src_lengths is None:
+            return None
+        return torch.arange(src.shape[1], device=src.device)[None, :] < torch.as_tensor(src_lengths,
+                                                                                       device=src.device)[:, None]
+
+    def loss(self, src, tgt_in, tgt_out, tgt_mask, src_lengths=None):
+        """Mean cross-entropy over the tokens where tgt_mask is 1; src_lengths None: full-length sources."""
+        keys, state = self.encode(src, src_lengths)
+        logits = self.output(self.features(tgt_in, keys, state, self.source_mask(src, src_lengths)))
         nll = F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), reduction="none")
         return (nll * tgt_mask.flatten()).sum() / tgt_mask.sum()
 
     @torch.no_grad()
-    def greedy(self, src, max_len):
-        keys, state = self.encode(src)
-        keys_proj = self.W_k(keys) if self.config.attention == "bahdanau" else None
+    def greedy(self, src, max_len, src_lengths=None):
+        """max_len argmax tokens per source (pad and bos never), without stopping at EOS."""
+        keys, state = self.encode(src, src_lengths)
+        src_mask = self.source_mask(src, src_lengths)
+        memory = self.attention.memory(keys) if self.attention.feeds_input else None
         token = torch.full((src.shape[0],), self.config.bos_id, dtype=torch.long, device=src.device)
         tokens = []
         for _ in range(max_len):
-            y = self.tgt_embed(token)
-            if self.config.attention == "bahdanau":
-                feature, state = self.bahdanau_step(y, state, keys, keys_proj)
-            else:
-                hs, state = self.decoder(y[:, None], state)
-                feature = (self.luong(hs, keys) if self.config.attention == "luong" else hs)[:, 0]
+            feature, state = self.step(self.tgt_embed(token), state, keys, memory, src_mask)
             logits = self.output(feature)
             logits[:, [self.config.pad_id, self.config.bos_id]] = -torch.inf
             token = logits.argmax(-1)
             tokens.append(token)
         return torch.stack(tokens, 1)
 
+    def flat_slots(self) -> dict[str, Slot]:
+        """Every flat parameter name of seq2seq_ref -> where it lives here."""
+        config = self.config
+        slots = {"src_embed/W": Slot(self.src_embed.weight), "tgt_embed/W": Slot(self.tgt_embed.weight),
+                 "output/W": Slot(self.output.weight, True), "output/b": Slot(self.output.bias)}
+        for l in range(config.num_layers):
+            for direction, suffix in (("fwd", ""), ("bwd", "_reverse"))[: config.num_directions]:
+                slots.update(_cell_slots(f"encoder/l{l}/{direction}", self.encoder, f"_l{l}{suffix}", config.encoder))
+            module, suffix = (self.cells[l], "") if self.attention.feeds_input else (self.decoder, f"_l{l}")
+            slots.update(_cell_slots(f"decoder/l{l}", module, suffix, config.decoder))
+        slots.update(self.attention.slots())
+        return slots
+
     @torch.no_grad()
     def load_flat(self, params) -> "TorchSeq2Seq":
-        """Copy our flat parameters in (x @ W layout -> PyTorch's W x; our one bias -> bias_ih, bias_hh = 0)."""
-        def put(target, value, transpose=False):
-            value = torch.as_tensor(value)
-            target.copy_(value.T if transpose else value)
-
-        put(self.src_embed.weight, params["src_embed/W"])
-        put(self.tgt_embed.weight, params["tgt_embed/W"])
-        for l in range(self.config.num_layers):
-            for direction, suffix in (("fwd", ""), ("bwd", "_reverse"))[: self.config.num_directions]:
-                prefix = f"encoder/l{l}/{direction}"
-                put(getattr(self.encoder, f"weight_ih_l{l}{suffix}"), params[f"{prefix}/W_x"], True)
-                put(getattr(self.encoder, f"weight_hh_l{l}{suffix}"), params[f"{prefix}/W_h"], True)
-                put(getattr(self.encoder, f"bias_ih_l{l}{suffix}"), params[f"{prefix}/b"])
-                getattr(self.encoder, f"bias_hh_l{l}{suffix}").zero_()
-            prefix = f"decoder/l{l}"
-            if self.config.attention == "bahdanau":
-                cell = self.cells[l]
-                names = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
-            else:
-                names = tuple(getattr(self.decoder, f"{n}_l{l}") for n in ("weight_ih", "weight_hh", "bias_ih",
-                                                                           "bias_hh"))
-            put(names[0], params[f"{prefix}/W_x"], True)
-            put(names[1], params[f"{prefix}/W_h"], True)
-            put(names[2], params[f"{prefix}/b"])
-            names[3].zero_()
-        if self.config.attention == "bahdanau":
-            put(self.W_q.weight, params["attention/W_q"], True)
-            put(self.W_k.weight, params["attention/W_k"], True)
-            put(self.v.weight, params["attention/v"][None, :])
-        elif self.config.attention == "luong":
-            put(self.W_a.weight, params["attention/W_a"])   # q^T W_a k = q . (k W_a^T): Linear(K -> H) weight [H, K]
-            put(self.W_c.weight, params["attention/W_c"], True)
-        put(self.output.weight, params["output/W"], True)
-        put(self.output.bias, params["output/b"])
+        """Copy our flat parameters in; every torch parameter no flat name maps to (the LSTM's bias_hh) is 0."""
+        slots = self.flat_slots()
+        if set(slots) != set(params):
+            raise ValueError(f"params: expected the names {sorted(slots)}, got {sorted(params)}")
+        for param in self.parameters():
+            param.zero_()
+        for name, slot in slots.items():
+            slot.of(slot.param).copy_(torch.as_tensor(np.asarray(params[name])))
         return self
+
+    def flat_grads(self) -> dict[str, np.ndarray]:
+        """The gradients after backward(), by our flat names and in our layout (numpy)."""
+        out = {}
+        for name, slot in self.flat_slots().items():
+            grad = slot.param.grad if slot.param.grad is not None else torch.zeros_like(slot.param)
+            out[name] = slot.of(grad).detach().cpu().numpy().copy()
+        return out
