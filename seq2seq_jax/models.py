@@ -63,12 +63,16 @@ class Encoder(nnx.Module):
 
 
 def bridge(states, config: ModelConfig):
-    """(B3) the decoder's initial states from the encoder's final ones, entry by entry by name."""
+    """(B3) the decoder's initial states from the encoder's final ones, entry by entry by name; with input
+    feeding, (F1)'s f_0 = 0 after them."""
     encoder, decoder = reference.CELLS[config.encoder], reference.CELLS[config.decoder]
     out = []
     for state in states:
         named = dict(zip(encoder.state_names, state))
         out.append(tuple(named[n] if n in named else jnp.zeros_like(state[0]) for n in decoder.state_names))
+    if config.input_feeding:
+        h = states[0][0]
+        out.append((jnp.zeros((h.shape[0], config.output_dim), h.dtype),))
     return out
 
 
@@ -126,14 +130,22 @@ class Seq2Seq(nnx.Module):
 
     def decoder_step(self, y_t, states, memory: Memory, step_mask, layer_masks):
         """One position: y_t [B, E] -> feature [B, F], new states, alpha [B, S] or None."""
-        alpha, x = None, y_t
+        alpha, x, config = None, y_t, self.config
+        if config.input_feeding:
+            states, (feed,) = states[:-1], states[-1]
+            x = jnp.concatenate([y_t, feed], axis=-1)  # (F1)
         if self.feeds_input:
             context, alpha = self.attention.context(states[-1][0], memory)
             x = jnp.concatenate([y_t, context], axis=-1)  # (A5)
-        feature, states = self.decoder.step(x, states, step_mask, layer_masks)
+        top, states = self.decoder.step(x, states, step_mask, layer_masks)
+        feature = top
+        if self.feeds_input and config.deep_output:
+            feature = jnp.concatenate([top, context, y_t], axis=-1)  # (A6)
         if not self.feeds_input:
-            feature, alpha = self.attention(feature[:, None], memory)
+            feature, alpha = self.attention(top[:, None], memory)
             feature, alpha = feature[:, 0], None if alpha is None else alpha[:, 0]
+        if config.input_feeding:
+            states = [*states, (jnp.where(step_mask[:, None], feature, feed),)]
         return feature, states, alpha
 
     def features(self, tgt_in, tgt_lengths, memory: Memory, states, dropout_masks=None, unroll=1):
@@ -142,7 +154,7 @@ class Seq2Seq(nnx.Module):
         y = dropout(self.tgt_embed(tgt_in), dropout_masks.get("tgt_embed"))
         mask = length_mask(tgt_lengths, tgt_in.shape[1])
         layer_masks = [dropout_masks.get(f"decoder/l{layer}") for layer in range(self.config.num_layers)]
-        if self.feeds_input:
+        if self.feeds_input or self.config.input_feeding:  # a step's input depends on the step before
             def body(carry, inputs):
                 y_t, mask_t, masks_t = inputs
                 feature, carry, alpha = self.decoder_step(y_t, carry, memory, mask_t, masks_t)
@@ -150,7 +162,7 @@ class Seq2Seq(nnx.Module):
 
             time_major = [None if m is None else jnp.swapaxes(m, 0, 1) for m in layer_masks]
             _, (features, alpha) = lax.scan(body, states, (jnp.swapaxes(y, 0, 1), mask.T, time_major), unroll=unroll)
-            return jnp.swapaxes(features, 0, 1), jnp.swapaxes(alpha, 0, 1)
+            return jnp.swapaxes(features, 0, 1), None if alpha is None else jnp.swapaxes(alpha, 0, 1)
         return self.attention(self.decoder(y, mask, states, layer_masks, unroll), memory)
 
     def loss(self, batch, dropout_masks=None, unroll=1):

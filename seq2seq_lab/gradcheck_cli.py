@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import sys
 
 from seq2seq_ref import ATTENTION_TYPES, CELL_TYPES, ModelConfig
+from seq2seq_ref.registry import CONNECTIONS
 from seq2seq_ref.gradcheck import (
     DEFAULT_STENCIL, DEFAULT_STEP, DEFAULT_THRESHOLD, DEFAULT_TINY, STENCILS, gradcheck_model,
 )
@@ -21,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attention", choices=(*ATTENTION_TYPES, "all"), default="all",
                         help="connection to check")
     parser.add_argument("--heads", type=int, default=2, help="heads of multi-head attention (must divide 6)")
+    parser.add_argument("--paper-options", action="store_true",
+                        help="also check each connection with its paper option: bahdanau's deep output, "
+                             "input feeding for the others")
     parser.add_argument("--layers", type=int, choices=(1, 2, 3), default=None,
                         help="stacked layers (default: 1 and 2)")
     direction = parser.add_mutually_exclusive_group()
@@ -45,10 +50,23 @@ def configs(args) -> list[ModelConfig]:
     pick = lambda value, every: every if value == "all" else (value,)  # noqa: E731
     layers = (1, 2) if args.layers is None else (args.layers,)
     directions = (True,) if args.bidirectional else (False,) if args.unidirectional else (False, True)
-    return [ModelConfig(**GRADCHECK_SIZES, num_layers=n, bidirectional=bi, attention=att, encoder=enc, decoder=dec,
-                        num_heads=args.heads if att == "multihead" else 1)
-            for enc, dec, att, n, bi in itertools.product(pick(args.encoder, CELL_TYPES), pick(args.decoder, CELL_TYPES),
-                                                          pick(args.attention, ATTENTION_TYPES), layers, directions)]
+    found = []
+    for enc, dec, att, n, bi in itertools.product(pick(args.encoder, CELL_TYPES), pick(args.decoder, CELL_TYPES),
+                                                  pick(args.attention, ATTENTION_TYPES), layers, directions):
+        config = ModelConfig(**GRADCHECK_SIZES, num_layers=n, bidirectional=bi, attention=att, encoder=enc,
+                             decoder=dec, num_heads=args.heads if att == "multihead" else 1)
+        found.append(config)
+        if args.paper_options:
+            found.append(paper_variant(config))
+    return found
+
+
+def paper_variant(config: ModelConfig) -> ModelConfig:
+    """The connection's option from its paper: the deep output where the context feeds the input, else
+    input feeding."""
+    if CONNECTIONS[config.attention].feeds_input:
+        return dataclasses.replace(config, output_from="state+context+input")
+    return dataclasses.replace(config, input_feeding=True)
 
 
 def run(args) -> int:
@@ -66,7 +84,8 @@ def run(args) -> int:
             against = compare_with_autodiff(config, args.seed)
         for check in checks:
             record = {"encoder": config.encoder, "decoder": config.decoder, "attention": config.attention,
-                      "num_heads": config.num_heads, "num_layers": config.num_layers,
+                      "num_heads": config.num_heads, "output_from": config.output_from,
+                      "input_feeding": config.input_feeding, "num_layers": config.num_layers,
                       "bidirectional": config.bidirectional, **check.as_record()}
             if check.name in against:
                 record.update(against[check.name])
@@ -88,13 +107,14 @@ def print_table(records, settings, passed) -> None:
     print(f"finite differences (order-{settings['stencil']} central, h={settings['step']}, float64) "
           f"vs hand-written backprop; threshold {settings['threshold']:.0e}")
     has_jax = any("autodiff_max_rel_error" in r for r in records)
-    header = f"{'config':<28} {'tensor':<22} {'shape':<10} {'entries':>7} {'max rel err':>12}"
+    header = f"{'config':<34} {'tensor':<22} {'shape':<10} {'entries':>7} {'max rel err':>12}"
     print(header + (f" {'vs autodiff':>12}" if has_jax else "") + "  ok")
     for r in records:
-        config = f"{r['encoder']}/{r['decoder']}/{r['attention']} L{r['num_layers']} " \
+        option = "+deep" if r["output_from"] != "state" else "+feed" if r["input_feeding"] else ""
+        config = f"{r['encoder']}/{r['decoder']}/{r['attention']}{option} L{r['num_layers']} " \
                  f"{'bi' if r['bidirectional'] else 'uni'}"
         shape = "x".join(map(str, r["shape"]))
-        line = f"{config:<28} {r['name']:<22} {shape:<10} {r['entries_checked']:>7} {r['max_rel_error']:>12.2e}"
+        line = f"{config:<34} {r['name']:<22} {shape:<10} {r['entries_checked']:>7} {r['max_rel_error']:>12.2e}"
         if has_jax:
             line += f" {r['autodiff_max_rel_error']:>12.2e}"
         print(line + ("  ok" if r["passed"] else "  FAIL"))

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 from seq2seq_ref import ATTENTION_TYPES, CELL_TYPES
+from seq2seq_ref.config import OUTPUT_FROM
 from seq2seq_ref.registry import CONNECTIONS
 
 from .backends import BACKENDS, OptimiserSettings, jax_available, make_backend
@@ -58,6 +59,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                        help="how the decoder reads the encoder")
     model.add_argument("--heads", type=positive_int, default=defaults.num_heads,
                        help="heads of --attention multihead (must divide --hidden-dim)")
+    model.add_argument("--output-from", choices=OUTPUT_FROM, default=defaults.output_from,
+                       help="what the output layer reads with bahdanau: the state, or the paper's deep output "
+                            "[state; context; previous target embedding]")
+    model.add_argument("--input-feeding", action=argparse.BooleanOptionalAction, default=defaults.input_feeding,
+                       help="Luong's input feeding (luong, multihead, none): the previous attentional state joins "
+                            "the decoder input")
     model.add_argument("--embed-dim", type=int, default=defaults.embed_dim, help="token embedding width")
     model.add_argument("--hidden-dim", type=int, default=defaults.hidden_dim, help="recurrent state width")
     model.add_argument("--layers", type=int, default=defaults.num_layers, help="stacked recurrent layers on each side")
@@ -103,7 +110,7 @@ def run_train(args) -> int:
     model = ModelOptions(embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, num_layers=args.layers,
                          bidirectional=args.bidirectional, attention=args.attention, dropout=args.dropout,
                          label_smoothing=args.label_smoothing, encoder=args.encoder, decoder=args.decoder,
-                         num_heads=args.heads)
+                         num_heads=args.heads, output_from=args.output_from, input_feeding=args.input_feeding)
     steps = args.steps if args.steps is not None or args.epochs is not None else DEFAULT_STEPS
     run = RunSettings(steps=steps, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                       log_every=args.log_every, eval_every=args.eval_every, keep=args.keep,

@@ -29,7 +29,7 @@ from .run_folder import exclusive, move_previous_run, remove_stale_temporaries, 
 from .vocab import BOS_ID, EOS_ID, PAD_ID, Vocab
 
 MODEL_FIELDS = ("embed_dim", "hidden_dim", "num_layers", "bidirectional", "attention", "dropout", "label_smoothing",
-                "encoder", "decoder", "num_heads")
+                "encoder", "decoder", "num_heads", "output_from", "input_feeding")
 
 
 def _to_stderr(message: str) -> None:
@@ -55,6 +55,8 @@ class ModelOptions:
     encoder: str = "lstm"
     decoder: str = "lstm"
     num_heads: int = 1
+    output_from: str = "state"
+    input_feeding: bool = False
 
     def __post_init__(self):
         ModelConfig(src_vocab_size=3, tgt_vocab_size=3, **asdict(self))  # the model's checks, before data is read

@@ -1,4 +1,4 @@
-"""seq2seq_ref: the NumPy reference encoder-decoder (LSTM or GRU cells, pluggable connections), hand-written backprop."""
+"""seq2seq_ref: the NumPy reference encoder-decoder (LSTM or GRU cells, pluggable connections), by hand."""
 from .batch import Batch, make_batch
 from .config import ATTENTION_TYPES, CELL_TYPES, ModelConfig
 from .decode import beam_search, greedy_decode

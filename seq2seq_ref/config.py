@@ -7,6 +7,7 @@ from .registry import CELLS, CONNECTIONS
 
 CELL_TYPES = tuple(CELLS)
 ATTENTION_TYPES = tuple(CONNECTIONS)
+OUTPUT_FROM = ("state", "state+context+input")
 
 
 def _require_int(name: str, value, minimum: int) -> None:
@@ -30,6 +31,10 @@ class ModelConfig:
     pad_id, bos_id, eos_id: special token ids, the same in both vocabularies.
     encoder, decoder: the cell of each side (registry.CELLS): "lstm" or "gru", chosen independently.
     num_heads: heads of multi-head attention (must divide hidden_dim); 1 for the other connections.
+    output_from: what the output layer reads when the connection feeds the decoder input (Bahdanau):
+        "state" (f_t = s_t) or "state+context+input" (the paper's deep output, f_t = [s_t; ctx_t; y_t]).
+    input_feeding: for a connection that reads the decoder output (Luong et al. 2015): the previous
+        attentional state joins the next decoder input, x_t = [y_t; f_{t-1}], f_0 = 0.
     """
 
     src_vocab_size: int
@@ -47,6 +52,8 @@ class ModelConfig:
     encoder: str = "lstm"
     decoder: str = "lstm"
     num_heads: int = 1
+    output_from: str = "state"
+    input_feeding: bool = False
 
     def __post_init__(self) -> None:
         _require_int("src_vocab_size", self.src_vocab_size, 3)
@@ -62,7 +69,18 @@ class ModelConfig:
             if getattr(self, side) not in CELL_TYPES:
                 raise ValueError(f"{side}: expected one of {CELL_TYPES}, got {getattr(self, side)!r}")
         _require_int("num_heads", self.num_heads, 1)
-        CONNECTIONS[self.attention].check_config(self)
+        connection = CONNECTIONS[self.attention]
+        connection.check_config(self)
+        if self.output_from not in OUTPUT_FROM:
+            raise ValueError(f"output_from: expected one of {OUTPUT_FROM}, got {self.output_from!r}")
+        if self.output_from != "state" and not connection.feeds_input:
+            raise ValueError(f"output_from: expected 'state' with attention={self.attention!r} (only a context "
+                             f"that feeds the decoder input can also join the output), got {self.output_from!r}")
+        if not isinstance(self.input_feeding, bool):
+            raise ValueError(f"input_feeding: expected a bool, got {self.input_feeding!r}")
+        if self.input_feeding and connection.feeds_input:
+            raise ValueError(f"input_feeding: expected False with attention={self.attention!r}, whose context "
+                             "already feeds the decoder input, got True")
         for name in ("dropout", "label_smoothing"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
@@ -89,6 +107,10 @@ class ModelConfig:
     def attention_dim(self) -> int:
         """A: width of Bahdanau's hidden scoring layer."""
         return self.hidden_dim
+
+    @property
+    def deep_output(self) -> bool:
+        return self.output_from == "state+context+input"
 
     @property
     def output_dim(self) -> int:

@@ -37,7 +37,7 @@ def decoder_step_forward(y_t, states, memory: Memory, step_mask, params, config,
     """One target position.
 
     y_t:    [B, E]       embedded previous target token
-    states: L state tuples of the decoder cell, each entry [B, H]
+    states: L state tuples of the decoder cell, each entry [B, H]; with input feeding one more, (f_{t-1},)
     step_mask: bool[B]   False where the target has ended (state carried)
     layer_masks: per-layer dropout masks [B, D] for layers >= 1, or None
     Returns feature [B, F], the new states, alpha [B, S] (None without
@@ -45,8 +45,11 @@ def decoder_step_forward(y_t, states, memory: Memory, step_mask, params, config,
     """
     cell, connection = CELLS[config.decoder], CONNECTIONS[config.attention]
     layer_masks = layer_masks or [None] * config.num_layers
-    alpha = connection_cache = None
+    alpha = connection_cache = feed = None
     x = y_t
+    if config.input_feeding:
+        states, (feed,) = states[:-1], states[-1]
+        x = np.concatenate([y_t, feed], axis=1)  # (F1)
     if connection.feeds_input:
         context, alpha, connection_cache = connection.context_forward(states[-1][0], memory, params, config)
         x = np.concatenate([y_t, context], axis=1)  # (A5)
@@ -59,10 +62,14 @@ def decoder_step_forward(y_t, states, memory: Memory, step_mask, params, config,
         cell_caches.append(cell_cache)
         x = state[0]
     feature = x
+    if connection.feeds_input and config.deep_output:
+        feature = np.concatenate([x, context, y_t], axis=1)  # (A6)
     if not connection.feeds_input:
         feature, alpha, connection_cache = connection.output_forward(x[:, None], memory, params, config)
         feature, alpha = feature[:, 0], None if alpha is None else alpha[:, 0]
-    cache = (config, y_t.shape[1], layer_masks, cell_caches, connection_cache)
+    if config.input_feeding:
+        new_states.append((np.where(step_mask[:, None], feature, feed),))  # (F1) carried past the end, as a state
+    cache = (config, y_t.shape[1], layer_masks, cell_caches, connection_cache, step_mask)
     return feature, new_states, alpha, cache
 
 
@@ -72,9 +79,17 @@ def decoder_step_backward(dfeature, dstates, cache):
     Returns dy_t [B, E], dstates_prev (L tuples), dkeys [B, S, K] or 0.0,
     dderived (gradients on memory.derived) and the parameter gradients (a dict).
     """
-    config, E, layer_masks, cell_caches, connection_cache = cache
+    config, E, layer_masks, cell_caches, connection_cache, step_mask = cache
     cell, connection = CELLS[config.decoder], CONNECTIONS[config.attention]
     grads, dkeys, dderived = {}, 0.0, {}
+    if config.input_feeding:
+        dstates, (dfeed_next,) = dstates[:-1], dstates[-1]
+        dfeature = dfeature + np.where(step_mask[:, None], dfeed_next, 0.0)  # (F1')
+        dfeed_carried = np.where(step_mask[:, None], 0.0, dfeed_next)
+    dcontext_out = dy_out = 0.0
+    if connection.feeds_input and config.deep_output:
+        H, K = config.hidden_dim, config.key_dim
+        dfeature, dcontext_out, dy_out = dfeature[:, :H], dfeature[:, H:H + K], dfeature[:, H + K:]  # (A6')
     dx = dfeature
     if not connection.feeds_input:
         dqueries, dkeys, dderived, grads = connection.output_backward(dfeature[:, None], connection_cache)
@@ -86,13 +101,16 @@ def decoder_step_backward(dfeature, dstates, cache):
         dx = dropout_backward(dx, layer_masks[layer])
         grads.update({f"decoder/l{layer}/{suffix}": value for suffix, value in dp.items()})
     dy = dx
+    if config.input_feeding:
+        dy = dx[:, :E]
+        dstates_prev.append((dx[:, E:] + dfeed_carried,))  # (F1')
     if connection.feeds_input:
-        dy, dcontext = dx[:, :E], dx[:, E:]  # (A5')
+        dy, dcontext = dx[:, :E], dx[:, E:] + dcontext_out  # (A5'), (A6')
         dquery, dkeys, dderived, connection_grads = connection.context_backward(dcontext, connection_cache)
         grads.update(connection_grads)
         top = dstates_prev[-1]
         dstates_prev[-1] = (top[0] + dquery, *top[1:])
-    return dy, dstates_prev, dkeys, dderived, grads
+    return dy + dy_out, dstates_prev, dkeys, dderived, grads
 
 
 def decoder_forward(y, tgt_lengths, init_states, keys, src_mask, params, config, dropout_masks):
@@ -106,7 +124,7 @@ def decoder_forward(y, tgt_lengths, init_states, keys, src_mask, params, config,
     T = y.shape[1]
     layer_masks = [dropout_masks.get(f"decoder/l{layer}") for layer in range(config.num_layers)]
     memory = make_memory(keys, src_mask, params, config)
-    if connection.feeds_input:
+    if connection.feeds_input or config.input_feeding:  # a step's input depends on the step before
         step_masks = np.arange(T)[None, :] < tgt_lengths[:, None]
         states, step_caches, features, alphas = init_states, [], [], []
         for t in range(T):
@@ -143,6 +161,8 @@ def decoder_backward(dfeatures, cache):
     if cache[0] == "steps":
         step_caches = cache[4]
         dys, dstates = [], [zero_state] * config.num_layers
+        if config.input_feeding:
+            dstates = dstates + [(np.zeros((B, config.output_dim), dfeatures.dtype),)]
         for t in reversed(range(len(step_caches))):
             dy_t, dstates, dkeys_t, dderived_t, step_grads = decoder_step_backward(
                 dfeatures[:, t], dstates, step_caches[t]

@@ -78,6 +78,9 @@ def bridge_forward(states, config):
     for state in states:
         named = dict(zip(encoder.state_names, state))
         out.append(tuple(named[n] if n in named else np.zeros_like(state[0]) for n in decoder.state_names))
+    if config.input_feeding:  # (F1) f_0 = 0, carried with the states
+        h = states[0][0]
+        out.append((np.zeros((h.shape[0], config.output_dim), dtype=h.dtype),))
     return out
 
 
@@ -85,7 +88,7 @@ def bridge_backward(dstates, config):
     """(B3') gradients back to the encoder's final states; an entry the decoder did not take gets zero."""
     encoder, decoder = CELLS[config.encoder], CELLS[config.decoder]
     out = []
-    for dstate in dstates:
+    for dstate in dstates[: config.num_layers]:  # past them: input feeding's f_0, a constant
         named = dict(zip(decoder.state_names, dstate))
         out.append(tuple(named[n] if n in named else np.zeros_like(dstate[0]) for n in encoder.state_names))
     return out

@@ -47,7 +47,9 @@ def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
         for suffix, shape in encoder.param_shapes(E if layer == 0 else K, H).items():
             shapes[f"{prefix}/{suffix}"] = shape
     for layer in range(config.num_layers):
-        for suffix, shape in decoder.param_shapes(E + connection.input_dim(config) if layer == 0 else H, H).items():
+        feed = config.output_dim if config.input_feeding else 0  # (F1) [y_t ; f_{t-1}]
+        D = E + connection.input_dim(config) + feed if layer == 0 else H
+        for suffix, shape in decoder.param_shapes(D, H).items():
             shapes[f"decoder/l{layer}/{suffix}"] = shape
     shapes.update(connection.param_shapes(config))
     shapes.update({"output/W": (config.output_dim, config.tgt_vocab_size), "output/b": (config.tgt_vocab_size,)})

@@ -25,6 +25,12 @@ def agreement_problems(draw, dtype=np.float64):
         config = dataclasses.replace(config, num_heads=heads)
     except ValueError:
         pass
+    for option in (dict(output_from="state+context+input"), dict(input_feeding=True)):  # where they apply
+        if draw(st.booleans()):
+            try:
+                config = dataclasses.replace(config, **option)
+            except ValueError:
+                pass
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
     batch_size = draw(st.integers(1, 8))

@@ -2,12 +2,14 @@
 
 float64 (jax_enable_x64): loss <= 1e-10 relative; gradients <= 1e-9 relative
 with an absolute floor of 1e-12; one optax Adam step <= 1e-10; greedy tokens
-and beam hypotheses identical.  float32: loss <= 1e-5, gradients <= 1e-3.
+and beam hypotheses identical.  float32: loss <= 1e-5, and every gradient as close to the float64 one as
+NumPy's float32 gradient is (within 4x, or 5e-4).
 """
 import jax
 
 jax.config.update("jax_enable_x64", True)
 
+import itertools  # noqa: E402
 import json  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -22,7 +24,7 @@ from seq2seq_ref.decode import beam_search, greedy_decode  # noqa: E402
 from seq2seq_ref.gradcheck import relative_error  # noqa: E402
 from seq2seq_ref.optim import adam, apply_updates  # noqa: E402
 from seq2seq_ref import ModelConfig, init_params  # noqa: E402
-from tests.helpers import ATTENTIONS, float64_params, ragged_batch  # noqa: E402
+from tests.helpers import ATTENTIONS, CELL_NAMES, float64_params, ragged_batch  # noqa: E402
 from tests.jax_helpers import agreement_problems  # noqa: E402
 
 
@@ -105,14 +107,28 @@ def test_beam_of_one_equals_greedy_in_float32_on_both_backends(rng):
 @settings(max_examples=8)
 @given(agreement_problems(np.float32))
 def test_float32_agreement(problem):
-    # GRU grids are less well conditioned: each float32 backend is up to 4.5e-4 from the float64 truth itself
-    # (measured over 60 drawn configs), and the two differ by up to 3.4e-4.
-    assert_loss_and_grads_agree(problem, loss_bound=1e-5, grad_bound=1e-3, tiny=1e-2)  # atol 1e-5
+    """float32 JAX is as accurate as float32 NumPy: both measured against the float64 gradients.
+
+    A fixed bound between the two would measure the drawn problem's conditioning: on some GRU configurations
+    each float32 backend is 4e-4 from the float64 truth by itself (and the two 3e-4 apart)."""
+    config, params, batch = problem
+    loss, grads = loss_and_grads(params, config, batch)
+    jax_loss, jax_grads = seq2seq_jax.loss_and_grads(params, config, batch)
+    assert jax_loss.dtype == np.float32 and all(g.dtype == np.float32 for g in jax_grads.values())
+    assert abs(float(jax_loss) - loss) <= 1e-5 * abs(loss)
+    _, truth = loss_and_grads({k: v.astype(np.float64) for k, v in params.items()}, config, batch)
+    for name in grads:
+        reference_error = max_rel(truth[name], grads[name], 1e-2)
+        assert max_rel(truth[name], jax_grads[name], 1e-2) <= max(4 * reference_error, 5e-4), name
 
 
-@pytest.mark.parametrize("attention", ATTENTIONS)
-def test_gradcheck_against_jax_cli(attention, capsys):
-    code = main(["gradcheck", "--against", "jax", "--attention", attention, "--encoder", "all", "--decoder", "all",
+@pytest.mark.parametrize("index,attention", enumerate(ATTENTIONS))
+def test_gradcheck_against_jax_cli(index, attention, capsys):
+    # each connection with one (encoder, decoder) pair, the pairs taken in turn: every component is covered by
+    # one compile each (test_float64_agreement draws the rest of the grid)
+    pairs = list(itertools.product(CELL_NAMES, CELL_NAMES))
+    encoder, decoder = pairs[index % len(pairs)]
+    code = main(["gradcheck", "--against", "jax", "--attention", attention, "--encoder", encoder, "--decoder", decoder,
                  "--layers", "2", "--bidirectional", "--max-entries", "3", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["passed"]

@@ -33,13 +33,7 @@ def worst_relative_error(a, b) -> float:
     return float(np.max(relative_error(a, b, FLOOR), initial=0.0))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])

@@ -19,6 +19,11 @@ class Bahdanau(Connection):
         return config.key_dim  # (A5) [y_t ; ctx_t]
 
     @staticmethod
+    def output_dim(config):
+        """H, or H + K + E with the deep output (A6) [s_t ; ctx_t ; y_t]."""
+        return config.hidden_dim + (config.key_dim + config.embed_dim if config.deep_output else 0)
+
+    @staticmethod
     def memory_forward(keys, params):
         return {"keys_proj": keys @ params["attention/W_k"]}  # (A0) once per sentence, not per step
 
