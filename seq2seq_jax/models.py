@@ -19,7 +19,7 @@ from seq2seq_ref.config import ModelConfig
 from seq2seq_ref.params import layer_params
 
 from .layers import Embed, Linear, dropout, length_mask, reverse_padded
-from .registry import CELLS, CONNECTIONS
+from .registry import CELLS, CONNECTIONS, ENCODERS
 
 
 def make_cell(config: ModelConfig, side: str, params, prefix: str, custom_vjp: bool):
@@ -111,7 +111,7 @@ class Seq2Seq(nnx.Module):
         self.config = config
         self.src_embed = Embed(params["src_embed/W"])
         self.tgt_embed = Embed(params["tgt_embed/W"])
-        self.encoder = Encoder(config, params, custom_vjp)
+        self.encoder = ENCODERS.get(config.encoder, Encoder)(config, params, custom_vjp)
         self.decoder = Decoder(config, params, custom_vjp)
         self.attention = CONNECTIONS[config.attention](params, config)
         self.output = Linear(params["output/W"], params["output/b"])

@@ -8,10 +8,16 @@ from .connections.multihead import MultiHead
 from .connections.none import NoAttention
 from .gru import GRU
 from .lstm import LSTM
+from .transformer import TransformerEncoder
 
 CELLS = {
     "lstm": LSTM,
     "gru": GRU,
+}
+
+# Families that bring their own encoder stack (seq2seq_ref's own_encoder), by name.
+ENCODERS = {
+    "transformer": TransformerEncoder,
 }
 
 CONNECTIONS = {

@@ -6,7 +6,8 @@ import importlib.util
 import json
 from dataclasses import asdict
 
-from seq2seq_ref import ATTENTION_TYPES, CELL_TYPES
+from seq2seq_ref import ATTENTION_TYPES
+from seq2seq_ref.registry import CELLS
 
 from .bench.configs import CONFIGS
 from .bench.harness import describe_device, matmul_peak_gflops, measure_interleaved, versions
@@ -24,10 +25,14 @@ def _names(kind, choices):
     return parse
 
 
+# the benchmark's cells run on both sides and count FLOPs by gate blocks: the recurrent families
+RECURRENT_CELLS = tuple(name for name, cell in CELLS.items() if not cell.own_encoder and "decoder" in cell.sides)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", choices=sorted(CONFIGS), default="seed")
     parser.add_argument("--backends", type=_names("backends", BENCH_BACKENDS), default=list(BENCH_BACKENDS))
-    parser.add_argument("--cells", type=_names("cells", CELL_TYPES), default=["lstm"],
+    parser.add_argument("--cells", type=_names("cells", RECURRENT_CELLS), default=["lstm"],
                         help="recurrent cells to time; each is used by both the encoder and the decoder")
     parser.add_argument("--attention", type=_names("attention", ATTENTION_TYPES), default=["none", "bahdanau"])
     parser.add_argument("--heads", type=int, help="heads of multihead attention (default: 4, or the largest "

@@ -7,8 +7,9 @@ import itertools
 import json
 import sys
 
-from seq2seq_ref import ATTENTION_TYPES, CELL_TYPES, ModelConfig
-from seq2seq_ref.registry import CONNECTIONS
+from seq2seq_ref import ATTENTION_TYPES, ModelConfig
+from seq2seq_ref.config import DECODER_TYPES as DECODERS, ENCODER_TYPES as ENCODERS
+from seq2seq_ref.registry import CELLS, CONNECTIONS
 from seq2seq_ref.gradcheck import (
     DEFAULT_STENCIL, DEFAULT_STEP, DEFAULT_THRESHOLD, DEFAULT_TINY, STENCILS, gradcheck_model,
 )
@@ -18,8 +19,8 @@ GRADCHECK_SIZES = dict(src_vocab_size=7, tgt_vocab_size=8, embed_dim=4, hidden_d
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--encoder", choices=(*CELL_TYPES, "all"), default="all", help="encoder cell to check")
-    parser.add_argument("--decoder", choices=(*CELL_TYPES, "all"), default="all", help="decoder cell to check")
+    parser.add_argument("--encoder", choices=(*ENCODERS, "all"), default="all", help="encoder family to check")
+    parser.add_argument("--decoder", choices=(*DECODERS, "all"), default="all", help="decoder family to check")
     parser.add_argument("--attention", choices=(*ATTENTION_TYPES, "all"), default="all",
                         help="connection to check")
     parser.add_argument("--heads", type=int, default=2, help="heads of multi-head attention (must divide 6)")
@@ -51,10 +52,19 @@ def configs(args) -> list[ModelConfig]:
     layers = (1, 2) if args.layers is None else (args.layers,)
     directions = (True,) if args.bidirectional else (False,) if args.unidirectional else (False, True)
     found = []
-    for enc, dec, att, n, bi in itertools.product(pick(args.encoder, CELL_TYPES), pick(args.decoder, CELL_TYPES),
+    for enc, dec, att, n, bi in itertools.product(pick(args.encoder, ENCODERS), pick(args.decoder, DECODERS),
                                                   pick(args.attention, ATTENTION_TYPES), layers, directions):
-        config = ModelConfig(**GRADCHECK_SIZES, num_layers=n, bidirectional=bi, attention=att, encoder=enc,
-                             decoder=dec, num_heads=args.heads if att == "multihead" else 1)
+        heads = args.heads if att == "multihead" or CELLS[enc].uses_heads or CELLS[dec].uses_heads else 1
+        sizes = dict(GRADCHECK_SIZES)
+        if CELLS[enc].own_encoder or CELLS[dec].own_encoder:
+            sizes["embed_dim"] = sizes["hidden_dim"]  # a Transformer side's width d is both
+        try:
+            config = ModelConfig(**sizes, num_layers=n, bidirectional=bi, attention=att, encoder=enc,
+                                 decoder=dec, num_heads=heads)
+        except ValueError:
+            if bi and (args.encoder == "all" or not args.bidirectional):
+                continue  # a family that reads both ways by itself (the Transformer) has no bidirectional twin
+            raise
         found.append(config)
         if args.paper_options:
             found.append(paper_variant(config))

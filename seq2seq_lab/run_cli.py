@@ -9,9 +9,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from seq2seq_ref import ATTENTION_TYPES, CELL_TYPES
-from seq2seq_ref.config import OUTPUT_FROM
-from seq2seq_ref.registry import CONNECTIONS
+from seq2seq_ref import ATTENTION_TYPES
+from seq2seq_ref.config import DECODER_TYPES as DECODERS, ENCODER_TYPES as ENCODERS, OUTPUT_FROM
+from seq2seq_ref.registry import CELLS, CONNECTIONS
 
 from .backends import BACKENDS, OptimiserSettings, jax_available, make_backend
 from .checkpoint import CheckpointError, latest_checkpoint
@@ -53,23 +53,32 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                       help="training pairs of a built-in task")
     model = parser.add_argument_group("model")
     defaults = ModelOptions()
-    model.add_argument("--encoder", choices=CELL_TYPES, default=defaults.encoder, help="encoder cell")
-    model.add_argument("--decoder", choices=CELL_TYPES, default=defaults.decoder, help="decoder cell")
+    model.add_argument("--encoder", choices=ENCODERS, default=defaults.encoder, help="encoder family")
+    model.add_argument("--decoder", choices=DECODERS, default=defaults.decoder, help="decoder family")
     model.add_argument("--attention", choices=ATTENTION_TYPES, default=defaults.attention,
                        help="how the decoder reads the encoder")
     model.add_argument("--heads", type=positive_int, default=defaults.num_heads,
-                       help="heads of --attention multihead (must divide --hidden-dim)")
+                       help="heads of --attention multihead and of a Transformer side (must divide --hidden-dim)")
     model.add_argument("--output-from", choices=OUTPUT_FROM, default=defaults.output_from,
                        help="what the output layer reads with bahdanau: the state, or the paper's deep output "
                             "[state; context; previous target embedding]")
     model.add_argument("--input-feeding", action=argparse.BooleanOptionalAction, default=defaults.input_feeding,
                        help="Luong's input feeding (luong, multihead, none): the previous attentional state joins "
                             "the decoder input")
-    model.add_argument("--embed-dim", type=int, default=defaults.embed_dim, help="token embedding width")
-    model.add_argument("--hidden-dim", type=int, default=defaults.hidden_dim, help="recurrent state width")
-    model.add_argument("--layers", type=int, default=defaults.num_layers, help="stacked recurrent layers on each side")
-    model.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=defaults.bidirectional,
-                       help="bidirectional encoder")
+    model.add_argument("--embed-dim", type=int, default=None,
+                       help=f"token embedding width (default: {defaults.embed_dim}, or --hidden-dim with a "
+                            "Transformer side, whose width is both)")
+    model.add_argument("--hidden-dim", type=int, default=defaults.hidden_dim,
+                       help="recurrent state width; a Transformer's model width d")
+    model.add_argument("--layers", type=int, default=defaults.num_layers,
+                       help="stacked recurrent layers (Transformer blocks) on each side")
+    model.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=None,
+                       help=f"bidirectional recurrent encoder (default: {'on' if defaults.bidirectional else 'off'}"
+                            " for a recurrent encoder, off for a Transformer, which reads both ways by itself)")
+    model.add_argument("--ffn-dim", type=positive_int, default=defaults.ffn_dim,
+                       help="a Transformer block's feed-forward width (default: 4 x --hidden-dim)")
+    model.add_argument("--max-positions", type=positive_int, default=defaults.max_positions,
+                       help="the longest source a Transformer side accepts")
     model.add_argument("--dropout", type=float, default=defaults.dropout, help="dropout rate in training")
     model.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing,
                        help="label smoothing of the loss")
@@ -107,10 +116,16 @@ def run_train(args) -> int:
     data = DataSettings(task=task, data=args.data, data_target=args.data_target, tokenizer=args.tokenizer,
                         min_freq=args.min_freq, max_vocab=args.max_vocab, max_len=args.max_len,
                         on_error="skip" if args.skip_malformed else "fail", train_size=args.train_size)
+    defaults, families = ModelOptions(), (CELLS[args.encoder], CELLS[args.decoder])
+    if args.embed_dim is None:  # a family with its own stack (the Transformer) has one width for both
+        args.embed_dim = args.hidden_dim if any(f.own_encoder for f in families) else defaults.embed_dim
+    if args.bidirectional is None:
+        args.bidirectional = defaults.bidirectional and not families[0].own_encoder
     model = ModelOptions(embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, num_layers=args.layers,
                          bidirectional=args.bidirectional, attention=args.attention, dropout=args.dropout,
                          label_smoothing=args.label_smoothing, encoder=args.encoder, decoder=args.decoder,
-                         num_heads=args.heads, output_from=args.output_from, input_feeding=args.input_feeding)
+                         num_heads=args.heads, output_from=args.output_from, input_feeding=args.input_feeding,
+                         ffn_dim=args.ffn_dim, max_positions=args.max_positions)
     steps = args.steps if args.steps is not None or args.epochs is not None else DEFAULT_STEPS
     run = RunSettings(steps=steps, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                       log_every=args.log_every, eval_every=args.eval_every, keep=args.keep,

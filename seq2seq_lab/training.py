@@ -29,7 +29,7 @@ from .run_folder import exclusive, move_previous_run, remove_stale_temporaries, 
 from .vocab import BOS_ID, EOS_ID, PAD_ID, Vocab
 
 MODEL_FIELDS = ("embed_dim", "hidden_dim", "num_layers", "bidirectional", "attention", "dropout", "label_smoothing",
-                "encoder", "decoder", "num_heads", "output_from", "input_feeding")
+                "encoder", "decoder", "num_heads", "output_from", "input_feeding", "ffn_dim", "max_positions")
 
 
 def _to_stderr(message: str) -> None:
@@ -57,6 +57,8 @@ class ModelOptions:
     num_heads: int = 1
     output_from: str = "state"
     input_feeding: bool = False
+    ffn_dim: int | None = None
+    max_positions: int = 512
 
     def __post_init__(self):
         ModelConfig(src_vocab_size=3, tgt_vocab_size=3, **asdict(self))  # the model's checks, before data is read

@@ -66,4 +66,7 @@ def check_source(src, src_lengths, config: ModelConfig) -> tuple[np.ndarray, np.
         raise ValueError(f"src: expected a non-empty [B, S] array, got shape {src.shape}")
     check_lengths("src_lengths", src_lengths, src.shape[0], src.shape[1])
     check_tokens("src", src, config.src_vocab_size)
+    if config.uses_positions and src.shape[1] > config.max_positions:
+        raise ValueError(f"src: expected at most max_positions = {config.max_positions} positions (a Transformer "
+                         f"side), got width {src.shape[1]}")
     return src, src_lengths

@@ -48,6 +48,15 @@ class Cell:
 
     name: str
     state_names: tuple[str, ...]
+    sides: tuple[str, ...] = ("encoder", "decoder")  # the sides of the model this family can serve
+    own_encoder: bool = False  # True: the family brings its whole encoder stack (encoder_param_shapes,
+    #                            encoder_init_param, encoder_dropout_shapes, encoder_forward, encoder_backward)
+    #                            instead of being run layer by layer and direction by direction
+    uses_heads: bool = False   # True: config.num_heads is this family's too
+
+    @staticmethod
+    def check_config(config, side: str) -> None:
+        """Raise ValueError (naming the field) for a config this family cannot serve on `side`."""
 
     @staticmethod
     def param_shapes(input_dim: int, hidden_dim: int) -> dict[str, tuple[int, ...]]:
@@ -88,9 +97,9 @@ class Connection:
     @staticmethod
     def check_config(config) -> None:
         """Raise ValueError (naming the field) for a config this connection cannot serve."""
-        if config.num_heads != 1:
+        if config.num_heads != 1 and not config.cells_use_heads:
             raise ValueError(f"num_heads: expected 1 with attention={config.attention!r} (heads are for "
-                             f"'multihead'), got {config.num_heads}")
+                             f"'multihead' and Transformer sides), got {config.num_heads}")
 
     @staticmethod
     def param_shapes(config) -> dict[str, tuple[int, ...]]:

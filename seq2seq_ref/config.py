@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from .registry import CELLS, CONNECTIONS
 
 CELL_TYPES = tuple(CELLS)
+ENCODER_TYPES = tuple(name for name, cell in CELLS.items() if "encoder" in cell.sides)
+DECODER_TYPES = tuple(name for name, cell in CELLS.items() if "decoder" in cell.sides)
 ATTENTION_TYPES = tuple(CONNECTIONS)
 OUTPUT_FROM = ("state", "state+context+input")
 
@@ -29,12 +31,16 @@ class ModelConfig:
         output projection; > 0 needs an explicit seed at training time.
     label_smoothing: epsilon of the smoothed cross-entropy (0 = plain).
     pad_id, bos_id, eos_id: special token ids, the same in both vocabularies.
-    encoder, decoder: the cell of each side (registry.CELLS): "lstm" or "gru", chosen independently.
-    num_heads: heads of multi-head attention (must divide hidden_dim); 1 for the other connections.
+    encoder, decoder: the cell family of each side (registry.CELLS): "lstm", "gru" or (encoder only, so far)
+        "transformer", chosen independently.
+    num_heads: heads of multi-head attention and of a Transformer side (must divide hidden_dim); 1 otherwise.
     output_from: what the output layer reads when the connection feeds the decoder input (Bahdanau):
         "state" (f_t = s_t) or "state+context+input" (the paper's deep output, f_t = [s_t; ctx_t; y_t]).
     input_feeding: for a connection that reads the decoder output (Luong et al. 2015): the previous
         attentional state joins the next decoder input, x_t = [y_t; f_{t-1}], f_0 = 0.
+    ffn_dim: inner width of a Transformer block's feed-forward network; None means 4 * hidden_dim.
+    max_positions: the longest source a Transformer side accepts (its sinusoidal positions (T1) need no
+        table; the bound is checked with the batch).
     """
 
     src_vocab_size: int
@@ -54,6 +60,8 @@ class ModelConfig:
     num_heads: int = 1
     output_from: str = "state"
     input_feeding: bool = False
+    ffn_dim: int | None = None
+    max_positions: int = 512
 
     def __post_init__(self) -> None:
         _require_int("src_vocab_size", self.src_vocab_size, 3)
@@ -65,10 +73,14 @@ class ModelConfig:
             raise ValueError(f"bidirectional: expected a bool, got {self.bidirectional!r}")
         if self.attention not in ATTENTION_TYPES:
             raise ValueError(f"attention: expected one of {ATTENTION_TYPES}, got {self.attention!r}")
-        for side in ("encoder", "decoder"):
-            if getattr(self, side) not in CELL_TYPES:
-                raise ValueError(f"{side}: expected one of {CELL_TYPES}, got {getattr(self, side)!r}")
         _require_int("num_heads", self.num_heads, 1)
+        if self.ffn_dim is not None:
+            _require_int("ffn_dim", self.ffn_dim, 1)
+        _require_int("max_positions", self.max_positions, 1)
+        for side, serving in (("encoder", ENCODER_TYPES), ("decoder", DECODER_TYPES)):
+            if getattr(self, side) not in serving:
+                raise ValueError(f"{side}: expected one of {serving}, got {getattr(self, side)!r}")
+            CELLS[getattr(self, side)].check_config(self, side)
         connection = CONNECTIONS[self.attention]
         connection.check_config(self)
         if self.output_from not in OUTPUT_FROM:
@@ -107,6 +119,21 @@ class ModelConfig:
     def attention_dim(self) -> int:
         """A: width of Bahdanau's hidden scoring layer."""
         return self.hidden_dim
+
+    @property
+    def cells_use_heads(self) -> bool:
+        """True when a side's family (the Transformer) has attention heads of its own."""
+        return any(CELLS[getattr(self, side)].uses_heads for side in ("encoder", "decoder"))
+
+    @property
+    def uses_positions(self) -> bool:
+        """True when a side's family (the Transformer) encodes positions, up to max_positions."""
+        return self.cells_use_heads
+
+    @property
+    def inner_dim(self) -> int:
+        """The Transformer feed-forward width: ffn_dim, or 4 * hidden_dim."""
+        return 4 * self.hidden_dim if self.ffn_dim is None else self.ffn_dim
 
     @property
     def deep_output(self) -> bool:

@@ -20,9 +20,13 @@ def encoder_forward(x, lengths, params, config, dropout_masks):
     """x: [B, S, E] embedded source; lengths: int[B]; dropout_masks: dict (may be empty).
 
     Returns keys [B, S, K], the encoder's final states (a list of L state
-    tuples of the encoder cell, each entry [B, H]) and the cache.
+    tuples of the encoder cell, each entry [B, H]) and the cache.  A family with
+    its own encoder stack (the Transformer) runs it; the others run below.
     """
     cell = CELLS[config.encoder]
+    if cell.own_encoder:
+        keys, states, cache = cell.encoder_forward(x, lengths, params, config, dropout_masks)
+        return keys, states, ("own", cache, config)
     B, H = x.shape[0], config.hidden_dim
     zeros = tuple(np.zeros((B, H), dtype=x.dtype) for _ in cell.state_names)
     inputs, states, caches = x, [], []
@@ -42,7 +46,7 @@ def encoder_forward(x, lengths, params, config, dropout_masks):
             inputs, cache_bwd = hs_fwd, None
             states.append(state_fwd)  # (B2)
         caches.append((cache_fwd, cache_bwd))
-    return inputs, states, (caches, lengths, dropout_masks, config)
+    return inputs, states, ("recurrent", (caches, lengths, dropout_masks), config)
 
 
 def encoder_backward(dkeys, dstates, cache):
@@ -50,7 +54,10 @@ def encoder_backward(dkeys, dstates, cache):
 
     Returns dx [B, S, E] and the encoder's parameter gradients (a dict).
     """
-    caches, lengths, dropout_masks, config = cache
+    kind, cache, config = cache
+    if kind == "own":
+        return CELLS[config.encoder].encoder_backward(dkeys, dstates, cache)
+    caches, lengths, dropout_masks = cache
     cell, H, grads = CELLS[config.encoder], config.hidden_dim, {}
     doutputs = dkeys
     for layer in reversed(range(config.num_layers)):

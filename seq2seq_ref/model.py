@@ -20,6 +20,7 @@ from .layers import (
     embedding_forward,
     softmax_cross_entropy,
 )
+from .registry import CELLS
 from .validation import check_batch, check_config, check_dropout_rng, check_params
 
 
@@ -27,8 +28,12 @@ def dropout_mask_shapes(config: ModelConfig, batch: Batch) -> dict[str, tuple[in
     """Where dropout applies (D1): embeddings, inputs of layers >= 1, output features."""
     (B, S), T = batch.src.shape, batch.tgt_in.shape[1]
     shapes = {"src_embed": (B, S, config.embed_dim), "tgt_embed": (B, T, config.embed_dim)}
+    encoder = CELLS[config.encoder]
+    if encoder.own_encoder:
+        shapes.update(encoder.encoder_dropout_shapes(config, B, S))
     for layer in range(1, config.num_layers):
-        shapes[f"encoder/l{layer}"] = (B, S, config.key_dim)
+        if not encoder.own_encoder:
+            shapes[f"encoder/l{layer}"] = (B, S, config.key_dim)
         shapes[f"decoder/l{layer}"] = (B, T, config.hidden_dim)
     shapes["output"] = (B, T, config.output_dim)
     return shapes

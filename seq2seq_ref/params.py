@@ -42,7 +42,9 @@ def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
         "src_embed/W": (config.src_vocab_size, E),
         "tgt_embed/W": (config.tgt_vocab_size, E),
     }
-    for layer, direction in encoder_layer_names(config):
+    if encoder.own_encoder:
+        shapes.update(encoder.encoder_param_shapes(config))
+    for layer, direction in [] if encoder.own_encoder else encoder_layer_names(config):
         prefix = f"encoder/l{layer}/{direction}"
         for suffix, shape in encoder.param_shapes(E if layer == 0 else K, H).items():
             shapes[f"{prefix}/{suffix}"] = shape
@@ -83,6 +85,8 @@ def init_params(config: ModelConfig, seed: int, dtype=np.float32) -> dict[str, n
             value = rng.standard_normal(shape)
         elif name == "output/b":
             value = np.zeros(shape)
+        elif side == "encoder" and CELLS[config.encoder].own_encoder:
+            value = CELLS[config.encoder].encoder_init_param(name, shape, rng)
         elif side in ("encoder", "decoder"):
             value = CELLS[getattr(config, side)].init_param(suffix, shape, H, rng)
         elif side == "attention":

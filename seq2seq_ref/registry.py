@@ -7,10 +7,12 @@ from .connections.multihead import MultiHead
 from .connections.none import NoAttention
 from .gru import GRU
 from .lstm import LSTM
+from .transformer import Transformer
 
 CELLS = {
     "lstm": LSTM,
     "gru": GRU,
+    "transformer": Transformer,
 }
 
 CONNECTIONS = {

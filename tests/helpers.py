@@ -2,20 +2,37 @@
 import numpy as np
 
 from seq2seq_ref import ModelConfig, init_params, make_batch
+from seq2seq_ref.config import DECODER_TYPES, ENCODER_TYPES
 from seq2seq_ref.gradcheck import relative_error
 from seq2seq_ref.registry import CELLS, CONNECTIONS
 
 # Every registered component: a new cell or connection is tested without anyone adding it here.
 CELL_NAMES = tuple(CELLS)
+ENCODER_NAMES = ENCODER_TYPES
+DECODER_NAMES = DECODER_TYPES
 ATTENTIONS = tuple(CONNECTIONS)
+
+# What a family may require, by the field its error names (a Transformer side: embed_dim = hidden_dim, and an
+# encoder that is not bidirectional).
+_FITS = {"embed_dim": lambda fields: {"embed_dim": fields["hidden_dim"]},
+         "bidirectional": lambda fields: {"bidirectional": False}}
 
 
 def config_with_heads(heads=2, **fields) -> ModelConfig:
-    """A ModelConfig with `heads` heads where the connection takes them (multi-head), else one."""
-    try:
-        return ModelConfig(**fields, num_heads=heads)
-    except ValueError:
-        return ModelConfig(**fields)
+    """A ModelConfig of these fields with `heads` heads where something takes them (multi-head attention, a
+    Transformer side), else one; a field that a chosen family cannot take is fitted to it (_FITS)."""
+    for _ in range(len(_FITS) + 1):
+        try:
+            try:
+                return ModelConfig(**fields, num_heads=heads)
+            except ValueError:
+                return ModelConfig(**fields)
+        except ValueError as error:
+            field = str(error).split(":")[0]
+            if field not in _FITS:
+                raise
+            fields = {**fields, **_FITS[field](fields)}
+    raise AssertionError(f"no config fits {fields}")
 
 
 def ragged_batch(config: ModelConfig, rng, batch_size=3, src_len=5, tgt_len=4, src_width=None, tgt_width=None):

@@ -4,27 +4,25 @@ import dataclasses
 import numpy as np
 from hypothesis import strategies as st
 
-from seq2seq_ref import ModelConfig, init_params, make_batch
-from tests.helpers import ATTENTIONS, CELL_NAMES
+from seq2seq_ref import init_params, make_batch
+from tests.helpers import ATTENTIONS, DECODER_NAMES, ENCODER_NAMES, config_with_heads
 
 
 @st.composite
-def agreement_problems(draw, dtype=np.float64):
+def agreement_problems(draw, dtype=np.float64, encoder=None):
     """A random config (vocabularies 3-50, embed/hidden 1-32, 1-2 layers, both directions, every
-    registered encoder cell, decoder cell and connection), random float params and a ragged batch
+    registered encoder family (or the one given), decoder family and connection, fitted as config_with_heads
+    fits them), random float params and a ragged batch
     (1-8 rows, lengths 1-12)."""
-    config = ModelConfig(
+    hidden_dim = draw(st.integers(1, 32))
+    config = config_with_heads(
+        heads=draw(st.sampled_from([h for h in range(1, hidden_dim + 1) if hidden_dim % h == 0])),
         src_vocab_size=draw(st.integers(3, 50)), tgt_vocab_size=draw(st.integers(3, 50)),
-        embed_dim=draw(st.integers(1, 32)), hidden_dim=draw(st.integers(1, 32)),
+        embed_dim=draw(st.integers(1, 32)), hidden_dim=hidden_dim,
         num_layers=draw(st.integers(1, 2)), bidirectional=draw(st.booleans()),
         attention=draw(st.sampled_from(ATTENTIONS)),
-        encoder=draw(st.sampled_from(CELL_NAMES)), decoder=draw(st.sampled_from(CELL_NAMES)),
+        encoder=encoder or draw(st.sampled_from(ENCODER_NAMES)), decoder=draw(st.sampled_from(DECODER_NAMES)),
     )
-    heads = draw(st.sampled_from([h for h in range(1, config.hidden_dim + 1) if config.hidden_dim % h == 0]))
-    try:  # heads where the connection takes them (multi-head)
-        config = dataclasses.replace(config, num_heads=heads)
-    except ValueError:
-        pass
     for option in (dict(output_from="state+context+input"), dict(input_feeding=True)):  # where they apply
         if draw(st.booleans()):
             try:

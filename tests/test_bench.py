@@ -9,10 +9,12 @@ import pytest
 from seq2seq_lab.bench.configs import CONFIGS, forward_flops, train_step_flops
 from seq2seq_lab.bench.harness import add_torch_ratios, interleaved_schedule, measure_isolated
 from seq2seq_lab.cli import main
-from seq2seq_ref import ModelConfig, loss_and_grads
+from seq2seq_ref import loss_and_grads
 from seq2seq_ref.batch import length_mask
 from seq2seq_ref.decode import greedy_decode
-from tests.helpers import ATTENTIONS, CELL_NAMES, assert_close_rel, float64_params, ragged_batch
+from tests.helpers import (
+    ATTENTIONS, DECODER_NAMES, ENCODER_NAMES, assert_close_rel, config_with_heads, float64_params, ragged_batch,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -121,11 +123,8 @@ def test_bench_rejects_bad_arguments(capsys):
 
 
 def grid_config(encoder, decoder, attention, layers, bidirectional):
-    try:
-        return ModelConfig(9, 8, 5, 6, layers, bidirectional, attention, encoder=encoder, decoder=decoder,
-                           num_heads=2)
-    except ValueError:  # a connection without heads
-        return ModelConfig(9, 8, 5, 6, layers, bidirectional, attention, encoder=encoder, decoder=decoder)
+    return config_with_heads(src_vocab_size=9, tgt_vocab_size=8, embed_dim=5, hidden_dim=6, num_layers=layers,
+                             bidirectional=bidirectional, attention=attention, encoder=encoder, decoder=decoder)
 
 
 @pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, True)])
@@ -133,7 +132,7 @@ def test_torch_baseline_is_the_same_model(layers, bidirectional):
     """Every (encoder, decoder, attention): loss, every gradient and the greedy tokens, on a ragged batch."""
     from seq2seq_lab.bench.torch_model import TorchSeq2Seq
 
-    for encoder, decoder, attention in itertools.product(CELL_NAMES, CELL_NAMES, ATTENTIONS):
+    for encoder, decoder, attention in itertools.product(ENCODER_NAMES, DECODER_NAMES, ATTENTIONS):
         config = grid_config(encoder, decoder, attention, layers, bidirectional)
         params = float64_params(config, scale=0.5)
         batch = ragged_batch(config, np.random.default_rng(0), batch_size=4, src_len=7, tgt_len=5)

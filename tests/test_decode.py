@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from seq2seq_ref import ModelConfig, init_params
 from seq2seq_ref.decode import beam_search, greedy_decode, length_normaliser, step_log_probs, encode
-from tests.helpers import ATTENTIONS, CELL_NAMES, config_with_heads, float64_params, ragged_batch
+from tests.helpers import ATTENTIONS, DECODER_NAMES, ENCODER_NAMES, config_with_heads, float64_params, ragged_batch
 
 
 def test_greedy_stops_at_eos(rng):
@@ -43,8 +43,8 @@ def test_greedy_picks_the_argmax_and_never_pad_or_bos(attention, rng):
     assert np.array_equal(tokens[:, 0], log_p.argmax(1))
 
 
-@given(st.sampled_from(ATTENTIONS), st.booleans(), st.integers(0, 10_000), st.sampled_from(CELL_NAMES),
-       st.sampled_from(CELL_NAMES))
+@given(st.sampled_from(ATTENTIONS), st.booleans(), st.integers(0, 10_000), st.sampled_from(ENCODER_NAMES),
+       st.sampled_from(DECODER_NAMES))
 def test_beam_of_one_equals_greedy(attention, bidirectional, seed, encoder, decoder):
     config = config_with_heads(src_vocab_size=9, tgt_vocab_size=8, embed_dim=3, hidden_dim=4, attention=attention,
                                bidirectional=bidirectional, encoder=encoder, decoder=decoder)

@@ -21,8 +21,16 @@ def _batch(batch, **changes):
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(attention="dot"), r"attention: expected one of \('none', 'bahdanau', 'luong', 'multihead'\), got 'dot'"),
-    (dict(encoder="rnn"), r"encoder: expected one of \('lstm', 'gru'\), got 'rnn'"),
+    (dict(encoder="rnn"), r"encoder: expected one of \('lstm', 'gru', 'transformer'\), got 'rnn'"),
     (dict(decoder="rnn"), r"decoder: expected one of \('lstm', 'gru'\), got 'rnn'"),
+    (dict(decoder="transformer"), r"decoder: expected one of \('lstm', 'gru'\), got 'transformer'"),
+    (dict(encoder="transformer"), r"embed_dim: expected hidden_dim \(4\) with encoder='transformer'.*got 3"),
+    (dict(encoder="transformer", embed_dim=4, bidirectional=True), r"bidirectional: expected False with "
+                                                                     r"encoder='transformer'"),
+    (dict(encoder="transformer", embed_dim=4, num_heads=3), r"num_heads: expected a divisor of hidden_dim \(4\) "
+                                                            r"with encoder='transformer', got 3"),
+    (dict(encoder="transformer", embed_dim=4, ffn_dim=0), r"ffn_dim: expected an int >= 1, got 0"),
+    (dict(max_positions=0), r"max_positions: expected an int >= 1, got 0"),
     (dict(attention="multihead", num_heads=3), r"num_heads: expected a divisor of hidden_dim \(4\), got 3"),
     (dict(attention="luong", num_heads=2), r"num_heads: expected 1 with attention='luong'"),
     (dict(num_heads=0), r"num_heads: expected an int >= 1, got 0"),
@@ -115,3 +123,14 @@ def test_bad_make_batch(src, tgt, match):
 def test_init_params_rejects_integer_dtype():
     with pytest.raises(ValueError, match=r"dtype: expected a floating dtype, got int32"):
         init_params(CONFIG, 0, np.int32)
+
+
+def test_a_source_longer_than_max_positions_is_refused():
+    config = ModelConfig(src_vocab_size=9, tgt_vocab_size=8, embed_dim=4, hidden_dim=4, encoder="transformer",
+                         max_positions=3)
+    params = init_params(config, 0, np.float64)
+    with pytest.raises(ValueError, match=r"src: expected at most max_positions = 3 positions \(a Transformer side\), "
+                                         r"got width 4"):
+        make_batch([[3, 4, 5, 6], [3]], [[3], [4]], config)
+    with pytest.raises(ValueError, match=r"max_positions = 3"):
+        greedy_decode(params, config, np.array([[3, 4, 5, 6]]), np.array([4]), 3)

@@ -20,6 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seq2seq_ref import ModelConfig
 from seq2seq_ref.registry import CELLS
+from seq2seq_ref.transformer_layers import sinusoidal_positions
 
 # torch's module for each of our cells: a whole sequence, and one step (for the decoder under Bahdanau)
 SEQUENCE_MODULES = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -152,6 +153,55 @@ def _cell_slots(prefix: str, module: nn.Module, suffix: str, cell: str) -> dict[
     return slots
 
 
+class TransformerEncoder(nn.Module):
+    """torch.nn.TransformerEncoder(norm_first=True) with a final LayerNorm: seq2seq_ref.transformer's (T5)-(T8)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        d = config.hidden_dim
+        layer = nn.TransformerEncoderLayer(d, config.num_heads, config.inner_dim, dropout=0.0, batch_first=True,
+                                           norm_first=True)
+        self.stack = nn.TransformerEncoder(layer, config.num_layers, norm=nn.LayerNorm(d),
+                                           enable_nested_tensor=False)
+        self.register_buffer("positions", torch.as_tensor(sinusoidal_positions(config.max_positions, d)),
+                             persistent=False)
+
+    def forward(self, x, src_lengths=None):
+        """x [B, S, d] embedded -> keys [B, S, d] and the bridge state (h,), h [L, B, d] the masked mean (T8)."""
+        B, S, d = x.shape
+        x = np.sqrt(d) * x + self.positions[:S].to(x.dtype)                                   # (T5)
+        lengths = torch.full((B,), S, device=x.device) if src_lengths is None else torch.as_tensor(
+            src_lengths, device=x.device)
+        valid = torch.arange(S, device=x.device)[None, :] < lengths[:, None]
+        keys = self.stack(x, src_key_padding_mask=None if src_lengths is None else ~valid)
+        mean = (keys * valid[..., None]).sum(1) / lengths[:, None].to(keys.dtype)
+        return keys, (mean.expand(self.config.num_layers, B, d),)
+
+    def slots(self) -> dict[str, Slot]:
+        slots, d = {}, self.config.hidden_dim
+        for l, layer in enumerate(self.stack.layers):
+            prefix = f"encoder/l{l}"
+            for k, part in enumerate("qkv"):
+                rows = slice(k * d, (k + 1) * d)
+                slots[f"{prefix}/attn/W_{part}"] = Slot(layer.self_attn.in_proj_weight, True, rows)
+                slots[f"{prefix}/attn/b_{part}"] = Slot(layer.self_attn.in_proj_bias, False, rows)
+            slots[f"{prefix}/attn/W_o"] = Slot(layer.self_attn.out_proj.weight, True)
+            slots[f"{prefix}/attn/b_o"] = Slot(layer.self_attn.out_proj.bias)
+            for ours, linear in (("1", layer.linear1), ("2", layer.linear2)):
+                slots[f"{prefix}/ffn/W_{ours}"] = Slot(linear.weight, True)
+                slots[f"{prefix}/ffn/b_{ours}"] = Slot(linear.bias)
+            for ours, norm in (("ln_1", layer.norm1), ("ln_2", layer.norm2)):
+                slots[f"{prefix}/{ours}/gamma"], slots[f"{prefix}/{ours}/beta"] = Slot(norm.weight), Slot(norm.bias)
+        slots["encoder/ln_f/gamma"], slots["encoder/ln_f/beta"] = Slot(self.stack.norm.weight), \
+            Slot(self.stack.norm.bias)
+        return slots
+
+
+# Families that bring their own encoder stack (seq2seq_ref's own_encoder)
+TORCH_ENCODERS = {"transformer": TransformerEncoder}
+
+
 class TorchSeq2Seq(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -159,8 +209,11 @@ class TorchSeq2Seq(nn.Module):
         E, H, K, L = config.embed_dim, config.hidden_dim, config.key_dim, config.num_layers
         self.src_embed = nn.Embedding(config.src_vocab_size, E)
         self.tgt_embed = nn.Embedding(config.tgt_vocab_size, E)
-        self.encoder = SEQUENCE_MODULES[config.encoder](E, H, L, batch_first=True,
-                                                        bidirectional=config.bidirectional)
+        if config.encoder in TORCH_ENCODERS:
+            self.encoder = TORCH_ENCODERS[config.encoder](config)
+        else:
+            self.encoder = SEQUENCE_MODULES[config.encoder](E, H, L, batch_first=True,
+                                                            bidirectional=config.bidirectional)
         self.attention = TORCH_CONNECTIONS[config.attention](config)
         if self.attention.feeds_input:  # (A5) the context joins each step's input: one cell per layer
             self.cells = nn.ModuleList(STEP_MODULES[config.decoder](E + K if l == 0 else H, H) for l in range(L))
@@ -171,6 +224,9 @@ class TorchSeq2Seq(nn.Module):
     def encode(self, src, src_lengths=None):
         """-> keys [B, S, K] and the decoder's initial state (a tuple named as the decoder cell's, each [L, B, H])."""
         x = self.src_embed(src)
+        if self.config.encoder in TORCH_ENCODERS:
+            keys, state = self.encoder(x, src_lengths)
+            return keys, self.bridge(state)
         if src_lengths is not None:
             x = pack_padded_sequence(x, torch.as_tensor(src_lengths).cpu(), batch_first=True, enforce_sorted=False)
         keys, state = self.encoder(x)
@@ -246,8 +302,12 @@ class TorchSeq2Seq(nn.Module):
         config = self.config
         slots = {"src_embed/W": Slot(self.src_embed.weight), "tgt_embed/W": Slot(self.tgt_embed.weight),
                  "output/W": Slot(self.output.weight, True), "output/b": Slot(self.output.bias)}
+        if config.encoder in TORCH_ENCODERS:
+            slots.update(self.encoder.slots())
         for l in range(config.num_layers):
             for direction, suffix in (("fwd", ""), ("bwd", "_reverse"))[: config.num_directions]:
+                if config.encoder in TORCH_ENCODERS:
+                    break
                 slots.update(_cell_slots(f"encoder/l{l}/{direction}", self.encoder, f"_l{l}{suffix}", config.encoder))
             module, suffix = (self.cells[l], "") if self.attention.feeds_input else (self.decoder, f"_l{l}")
             slots.update(_cell_slots(f"decoder/l{l}", module, suffix, config.decoder))

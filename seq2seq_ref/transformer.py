@@ -1,0 +1,163 @@
+"""The Transformer encoder (Vaswani et al. 2017), pre-LN, MATH.md (T5)-(T8): a cell family that brings its own
+encoder stack instead of a recurrence run layer by layer.
+
+    x_0 = √d · e + P                                  (T5) embeddings scaled, plus sinusoidal positions (T1)
+    x ← x + drop(SelfAttn(LN_1(x)))                    (T6) each block l, key-padding mask
+    x ← x + drop(FFN(LN_2(x)))                         (T7)
+    keys = LN_f(x);   h = Σ_s m_s keys_s / n           (T8) final norm; the bridge state is the masked mean
+
+Width d = hidden_dim = embed_dim.  The blocks run over every position of every
+row at once (no loop over batch, heads or time); padded positions are computed
+but no query ever attends to them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .components import Cell
+from .layers import dropout_backward, dropout_forward
+from .transformer_layers import (
+    attention_mask, feed_forward_backward, feed_forward_forward, layer_norm_backward, layer_norm_forward,
+    self_attention_backward, self_attention_forward, sinusoidal_positions,
+)
+
+ATTENTION = ("W_q", "b_q", "W_k", "b_k", "W_v", "b_v", "W_o", "b_o")
+FFN = ("W_1", "b_1", "W_2", "b_2")
+
+
+def block_param_shapes(d: int, ffn_dim: int) -> dict[str, tuple[int, ...]]:
+    """One pre-LN encoder block's parameters by suffix."""
+    shapes = {f"attn/{name}": (d, d) if name.startswith("W") else (d,) for name in ATTENTION}
+    shapes.update({"ffn/W_1": (d, ffn_dim), "ffn/b_1": (ffn_dim,), "ffn/W_2": (ffn_dim, d), "ffn/b_2": (d,)})
+    shapes.update({f"{norm}/{name}": (d,) for norm in ("ln_1", "ln_2") for name in ("gamma", "beta")})
+    return shapes
+
+
+def block_forward(x, mask, p, num_heads, keep):
+    """(T6)-(T7) one pre-LN block.
+
+    x: [B, S, d]; mask: bool[B, 1, S, S]; p: the block's parameters by suffix;
+    keep: dropout keep masks {"weights": [B, heads, S, S], "attn": [B, S, d], "ffn": [B, S, d]} (entries may
+    be missing).  Returns the block's output [B, S, d] and the cache.
+    """
+    a, ln_1 = layer_norm_forward(x, p["ln_1/gamma"], p["ln_1/beta"])
+    s, attn = self_attention_forward(a, mask, *(p[f"attn/{n}"] for n in ATTENTION), num_heads, keep.get("weights"))
+    x = x + dropout_forward(s, keep.get("attn"))                                           # (T6)
+    b, ln_2 = layer_norm_forward(x, p["ln_2/gamma"], p["ln_2/beta"])
+    f, ffn = feed_forward_forward(b, *(p[f"ffn/{n}"] for n in FFN))
+    return x + dropout_forward(f, keep.get("ffn")), (ln_1, attn, ln_2, ffn, keep)          # (T7)
+
+
+def block_backward(dy, cache):
+    """(T7'), (T6'): a residual sum passes its gradient to both terms.  Returns dx and the gradients by suffix."""
+    ln_1, attn, ln_2, ffn, keep = cache
+    grads = {}
+    df = dropout_backward(dy, keep.get("ffn"))
+    db, *ffn_grads = feed_forward_backward(df, ffn)
+    dx_2, grads["ln_2/gamma"], grads["ln_2/beta"] = layer_norm_backward(db, ln_2)
+    dx = dy + dx_2                                                                         # (T7')
+    ds = dropout_backward(dx, keep.get("attn"))
+    da, *attn_grads = self_attention_backward(ds, attn)
+    dx_1, grads["ln_1/gamma"], grads["ln_1/beta"] = layer_norm_backward(da, ln_1)
+    grads.update({f"ffn/{n}": g for n, g in zip(FFN, ffn_grads)})
+    grads.update({f"attn/{n}": g for n, g in zip(ATTENTION, attn_grads)})
+    return dx + dx_1, grads                                                                # (T6')
+
+
+def _block_params(params, layer):
+    prefix = f"encoder/l{layer}/"
+    return {name[len(prefix):]: value for name, value in params.items() if name.startswith(prefix)}
+
+
+def _keep_masks(dropout_masks, layer):
+    return {part: dropout_masks[f"encoder/l{layer}/{part}"] for part in ("weights", "attn", "ffn")
+            if f"encoder/l{layer}/{part}" in dropout_masks}
+
+
+def transformer_encoder_forward(x, lengths, params, config, dropout_masks):
+    """x: [B, S, d] embedded source (dropout applied); lengths: int[B].
+
+    Returns keys [B, S, d], the bridge states (L tuples (h,), h [B, d] the masked mean (T8)) and the cache.
+    """
+    B, S, d = x.shape
+    h = np.sqrt(d) * x + sinusoidal_positions(S, d, x.dtype)                              # (T5)
+    mask = attention_mask(lengths, S, causal=False)
+    caches = []
+    for layer in range(config.num_layers):
+        h, cache = block_forward(h, mask, _block_params(params, layer), config.num_heads,
+                                 _keep_masks(dropout_masks, layer))
+        caches.append(cache)
+    keys, ln_f = layer_norm_forward(h, params["encoder/ln_f/gamma"], params["encoder/ln_f/beta"])
+    weights = (np.arange(S)[None, :] < lengths[:, None]) / lengths[:, None]               # (T8) m_s / n
+    mean = np.einsum("bs,bsd->bd", weights.astype(x.dtype), keys)
+    return keys, [(mean,)] * config.num_layers, (caches, ln_f, weights.astype(x.dtype), d)
+
+
+def transformer_encoder_backward(dkeys, dstates, cache):
+    """dkeys: [B, S, d]; dstates: L tuples (dh,).  Returns dx [B, S, E] and the encoder's parameter gradients."""
+    caches, ln_f, weights, d = cache
+    dmean = sum(dstate[0] for dstate in dstates)                                           # every layer got h
+    dkeys = dkeys + weights[..., None] * dmean[:, None, :]                                 # (T8')
+    grads = {}
+    dh, grads["encoder/ln_f/gamma"], grads["encoder/ln_f/beta"] = layer_norm_backward(dkeys, ln_f)
+    for layer in reversed(range(len(caches))):
+        dh, block_grads = block_backward(dh, caches[layer])
+        grads.update({f"encoder/l{layer}/{suffix}": g for suffix, g in block_grads.items()})
+    return np.sqrt(d) * dh, grads                                                          # (T5')
+
+
+class Transformer(Cell):
+    """A Transformer side.  It has no recurrence: `own_encoder` says it brings the whole encoder stack (its
+    parameter shapes, dropout places, forward and backward) instead of a cell run layer by layer; its bridge
+    state is one entry, h (T8).  The decoder side follows in a later step (`sides`)."""
+
+    name = "transformer"
+    state_names = ("h",)
+    sides = ("encoder",)
+    own_encoder = True
+    uses_heads = True
+
+    @staticmethod
+    def check_config(config, side):
+        if config.embed_dim != config.hidden_dim:
+            raise ValueError(f"embed_dim: expected hidden_dim ({config.hidden_dim}) with {side}='transformer' "
+                             f"(its width d is both), got {config.embed_dim}")
+        if config.hidden_dim % config.num_heads:
+            raise ValueError(f"num_heads: expected a divisor of hidden_dim ({config.hidden_dim}) with "
+                             f"{side}='transformer', got {config.num_heads}")
+        if side == "encoder" and config.bidirectional:
+            raise ValueError("bidirectional: expected False with encoder='transformer' (self-attention already "
+                             "reads both ways), got True")
+
+    @staticmethod
+    def encoder_param_shapes(config):
+        shapes = {}
+        for layer in range(config.num_layers):
+            for suffix, shape in block_param_shapes(config.hidden_dim, config.inner_dim).items():
+                shapes[f"encoder/l{layer}/{suffix}"] = shape
+        shapes.update({"encoder/ln_f/gamma": (config.hidden_dim,), "encoder/ln_f/beta": (config.hidden_dim,)})
+        return shapes
+
+    @staticmethod
+    def encoder_init_param(name, shape, rng):
+        """Layer-norm gains 1, every bias and shift 0, matrices U(-1/sqrt(n), 1/sqrt(n)) with n the fan-in."""
+        suffix = name.rsplit("/", 1)[1]
+        if suffix == "gamma":
+            return np.ones(shape)
+        if suffix == "beta" or suffix.startswith("b_"):
+            return np.zeros(shape)
+        bound = 1.0 / np.sqrt(shape[0])
+        return rng.uniform(-bound, bound, size=shape)
+
+    @staticmethod
+    def encoder_dropout_shapes(config, B, S):
+        """(D1) on the attention weights and on both residual branches of every block."""
+        shapes = {}
+        for layer in range(config.num_layers):
+            shapes[f"encoder/l{layer}/weights"] = (B, config.num_heads, S, S)
+            shapes[f"encoder/l{layer}/attn"] = (B, S, config.hidden_dim)
+            shapes[f"encoder/l{layer}/ffn"] = (B, S, config.hidden_dim)
+        return shapes
+
+    encoder_forward = staticmethod(transformer_encoder_forward)
+    encoder_backward = staticmethod(transformer_encoder_backward)

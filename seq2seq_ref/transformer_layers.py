@@ -1,0 +1,113 @@
+"""The Transformer's layers (Vaswani et al. 2017), MATH.md (T1)-(T4), each forward beside its backward.
+
+Sinusoidal positions, layer normalisation, multi-head self-attention with a
+key-padding mask and an optional causal mask, and the position-wise
+feed-forward network; the pre-LN residual block is x + Sublayer(LN(x)).
+Batched over rows and heads: no Python loop over either.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .attention import masked_softmax, masked_softmax_backward
+from .connections.multihead import merge_heads, split_heads
+from .layers import dropout_backward, dropout_forward
+
+
+def sinusoidal_positions(length: int, width: int, dtype=np.float64) -> np.ndarray:
+    """(T1) P[t, 2i] = sin(t / 10000^(2i/d)), P[t, 2i+1] = cos(t / 10000^(2i/d)): [length, width]."""
+    position = np.arange(length)[:, None]
+    rate = np.exp(-np.log(10000.0) * (np.arange(0, width, 2) / width))
+    P = np.zeros((length, width))
+    P[:, 0::2] = np.sin(position * rate)
+    P[:, 1::2] = np.cos(position * rate)[:, : width // 2]
+    return P.astype(dtype)
+
+
+def layer_norm_forward(x, gamma, beta, eps=1e-5):
+    """(T2) y = gamma ⊙ (x - mean) / sqrt(var + eps) + beta over the last axis.
+
+    x: [..., d]; gamma, beta: [d].  Returns y [..., d] and the cache.
+    """
+    mean = x.mean(axis=-1, keepdims=True)
+    inv_std = 1.0 / np.sqrt(((x - mean) ** 2).mean(axis=-1, keepdims=True) + eps)
+    x_hat = (x - mean) * inv_std
+    return gamma * x_hat + beta, (x_hat, inv_std, gamma)
+
+
+def layer_norm_backward(dy, cache):
+    """(T2') dx = inv_std (dx̂ - mean(dx̂) - x̂ mean(dx̂ ⊙ x̂)), dx̂ = dy ⊙ gamma.  Returns dx, dgamma, dbeta."""
+    x_hat, inv_std, gamma = cache
+    d = x_hat.shape[-1]
+    dx_hat = dy * gamma
+    dx = inv_std * (dx_hat - dx_hat.mean(axis=-1, keepdims=True)
+                    - x_hat * (dx_hat * x_hat).mean(axis=-1, keepdims=True))
+    return dx, (dy * x_hat).reshape(-1, d).sum(axis=0), dy.reshape(-1, d).sum(axis=0)
+
+
+# While a gradient check watches for kinks (gradcheck.relu_signs), every relu appends its sign pattern here.
+relu_sign_log: list | None = None
+
+
+def relu(x):
+    """max(x, 0): not differentiable at 0, so a finite-difference stencil that crosses 0 measures nothing."""
+    if relu_sign_log is not None:
+        relu_sign_log.append(x > 0)
+    return np.maximum(x, 0.0)
+
+
+def feed_forward_forward(x, W_1, b_1, W_2, b_2):
+    """(T3) y = relu(x W_1 + b_1) W_2 + b_2.  x: [..., d], W_1: [d, f], W_2: [f, d].  Returns y and the cache."""
+    hidden = relu(x @ W_1 + b_1)
+    return hidden @ W_2 + b_2, (x, hidden, W_1, W_2)
+
+
+def feed_forward_backward(dy, cache):
+    """(T3') Returns dx, dW_1, db_1, dW_2, db_2."""
+    x, hidden, W_1, W_2 = cache
+    flat = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731
+    dhidden = (dy @ W_2.T) * (hidden > 0)
+    return (dhidden @ W_1.T, flat(x).T @ flat(dhidden), flat(dhidden).sum(axis=0),
+            flat(hidden).T @ flat(dy), flat(dy).sum(axis=0))
+
+
+def attention_mask(lengths, width, causal: bool) -> np.ndarray:
+    """bool[B, 1, width, width]: key j visible to query t when j < length (and j <= t when causal)."""
+    keys = np.arange(width)[None, :] < lengths[:, None]
+    mask = np.broadcast_to(keys[:, None, :], (len(lengths), width, width))
+    if causal:
+        mask = mask & np.tril(np.ones((width, width), dtype=bool))
+    return mask[:, None]
+
+
+def self_attention_forward(x, mask, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads, weight_keep=None):
+    """(T4) multi-head scaled dot-product attention of x over itself.
+
+    x: [B, T, d]; mask: bool, broadcastable to [B, heads, T, T] (attention_mask);
+    W_*: [d, d], b_*: [d]; weight_keep: dropout keep mask on the weights [B, heads, T, T] (D1), or None.
+    Returns y [B, T, d] and the cache.
+    """
+    d_head = x.shape[-1] // num_heads
+    Q, K, V = (split_heads(x @ W + b, num_heads) for W, b in ((W_q, b_q), (W_k, b_k), (W_v, b_v)))
+    alpha = masked_softmax(Q @ K.transpose(0, 1, 3, 2) / np.sqrt(d_head), mask)
+    dropped = dropout_forward(alpha, weight_keep)
+    heads = merge_heads(dropped @ V)
+    return heads @ W_o + b_o, (x, Q, K, V, alpha, dropped, weight_keep, heads, W_q, W_k, W_v, W_o, d_head)
+
+
+def self_attention_backward(dy, cache):
+    """(T4') Returns dx and the gradients of W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o (in that order)."""
+    x, Q, K, V, alpha, dropped, weight_keep, heads, W_q, W_k, W_v, W_o, d_head = cache
+    flat = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731
+    dW_o, db_o = flat(heads).T @ flat(dy), flat(dy).sum(axis=0)
+    dheads = split_heads(dy @ W_o.T, Q.shape[1])
+    dalpha = dropout_backward(dheads @ V.transpose(0, 1, 3, 2), weight_keep)
+    dV = dropped.transpose(0, 1, 3, 2) @ dheads
+    dscores = masked_softmax_backward(dalpha, alpha) / np.sqrt(d_head)
+    dQ, dK = dscores @ K, dscores.transpose(0, 1, 3, 2) @ Q
+    dx, grads = 0.0, []
+    for dpart, W in ((dQ, W_q), (dK, W_k), (dV, W_v)):
+        dpart = merge_heads(dpart)
+        dx = dx + dpart @ W.T
+        grads += [flat(x).T @ flat(dpart), flat(dpart).sum(axis=0)]
+    return (dx, *grads, dW_o, db_o)
