@@ -28,7 +28,7 @@ def _unfinished(carry, max_len):
 @partial(jax.jit, static_argnames=("config", "max_len"))
 def _greedy(params, config, src, src_lengths, max_len):
     model = Seq2Seq(config, params)
-    memory, states = model.encode(src, src_lengths)
+    memory, states = model.encode(src, src_lengths, max_len=max_len)
     B, S = src.shape
     dtype = memory.keys.dtype
 
@@ -64,7 +64,7 @@ def _ranked(keys, index):
 def _beam_search(params, config, src, src_lengths, beam_size, max_len, length_penalty):
     """seq2seq_ref.decode.beam_search step for step: a finished set beside the live beam, per-sentence stop."""
     model = Seq2Seq(config, params)
-    memory, states = model.encode(src, src_lengths)
+    memory, states = model.encode(src, src_lengths, max_len=max_len)
     B, K, V = src.shape[0], beam_size, config.tgt_vocab_size
     memory = jax.tree.map(lambda m: jnp.repeat(m, K, axis=0), memory)
     states = jax.tree.map(lambda s: jnp.repeat(s, K, axis=0), states)

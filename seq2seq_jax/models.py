@@ -19,7 +19,7 @@ from seq2seq_ref.config import ModelConfig
 from seq2seq_ref.params import layer_params
 
 from .layers import Embed, Linear, dropout, length_mask, reverse_padded
-from .registry import CELLS, CONNECTIONS, ENCODERS
+from .registry import CELLS, CONNECTIONS, DECODERS, ENCODERS
 
 
 def make_cell(config: ModelConfig, side: str, params, prefix: str, custom_vjp: bool):
@@ -112,24 +112,32 @@ class Seq2Seq(nnx.Module):
         self.src_embed = Embed(params["src_embed/W"])
         self.tgt_embed = Embed(params["tgt_embed/W"])
         self.encoder = ENCODERS.get(config.encoder, Encoder)(config, params, custom_vjp)
-        self.decoder = Decoder(config, params, custom_vjp)
-        self.attention = CONNECTIONS[config.attention](params, config)
+        self.own_decoder = reference.CELLS[config.decoder].own_decoder
+        self.decoder = DECODERS.get(config.decoder, Decoder)(config, params, custom_vjp)
+        # a decoder family with its own stack reads the encoder through its own attention
+        self.attention = None if self.own_decoder else CONNECTIONS[config.attention](params, config)
         self.output = Linear(params["output/W"], params["output/b"])
 
     @property
     def feeds_input(self) -> bool:
         return reference.CONNECTIONS[self.config.attention].feeds_input
 
-    def encode(self, src, src_lengths, dropout_masks=None, unroll=1):
-        """src int[B, S] -> Memory (what the connection reads) and the decoder's initial states."""
+    def encode(self, src, src_lengths, dropout_masks=None, unroll=1, max_len=1):
+        """src int[B, S] -> Memory (what the connection reads) and the decoder's initial states (for a decoder
+        family with its own stack: its decoding cache, for max_len positions)."""
         dropout_masks = dropout_masks or {}
         x = dropout(self.src_embed(src), dropout_masks.get("src_embed"))
         keys, states = self.encoder(x, src_lengths, dropout_masks, unroll)
+        if self.own_decoder:
+            memory = Memory(keys, length_mask(src_lengths, src.shape[1]), self.decoder.memory(keys))
+            return memory, self.decoder.initial_states(src.shape[0], max_len, keys.dtype)
         memory = Memory(keys, length_mask(src_lengths, src.shape[1]), self.attention.memory(keys))
         return memory, bridge(states, self.config)
 
     def decoder_step(self, y_t, states, memory: Memory, step_mask, layer_masks):
         """One position: y_t [B, E] -> feature [B, F], new states, alpha [B, S] or None."""
+        if self.own_decoder:
+            return self.decoder.step(y_t, states, memory)
         alpha, x, config = None, y_t, self.config
         if config.input_feeding:
             states, (feed,) = states[:-1], states[-1]
@@ -152,6 +160,8 @@ class Seq2Seq(nnx.Module):
         """Teacher-forced decoder features [B, T, F] and attention weights [B, T, S] (or None)."""
         dropout_masks = dropout_masks or {}
         y = dropout(self.tgt_embed(tgt_in), dropout_masks.get("tgt_embed"))
+        if self.own_decoder:
+            return self.decoder.features(y, memory, dropout_masks)
         mask = length_mask(tgt_lengths, tgt_in.shape[1])
         layer_masks = [dropout_masks.get(f"decoder/l{layer}") for layer in range(self.config.num_layers)]
         if self.feeds_input or self.config.input_feeding:  # a step's input depends on the step before

@@ -9,6 +9,7 @@ from .connections.none import NoAttention
 from .gru import GRU
 from .lstm import LSTM
 from .transformer import TransformerEncoder
+from .transformer_decoder import TransformerDecoder
 
 CELLS = {
     "lstm": LSTM,
@@ -18,6 +19,9 @@ CELLS = {
 # Families that bring their own encoder stack (seq2seq_ref's own_encoder), by name.
 ENCODERS = {
     "transformer": TransformerEncoder,
+}
+DECODERS = {
+    "transformer": TransformerDecoder,
 }
 
 CONNECTIONS = {

@@ -19,13 +19,27 @@ def feed_forward(x, W_1, b_1, W_2, b_2):
     return jnp.maximum(x @ W_1 + b_1, 0.0) @ W_2 + b_2
 
 
+def project(x, W, b, num_heads):
+    """x [B, N, D] -> (x W + b) split into heads [B, N, heads, d_h]."""
+    y = x @ W + b
+    return y.reshape(*y.shape[:-1], num_heads, y.shape[-1] // num_heads)
+
+
+def attend(Q, K, V, mask, W_o, b_o, weight_keep=None):
+    """(T4) given the heads' queries [B, T, heads, d_h], keys and values [B, S, heads, d_h] and a mask
+    broadcastable to [B, heads, T, S] -> y [B, T, d] and the weights alpha [B, heads, T, S]."""
+    B, T, heads, d_head = Q.shape
+    alpha = masked_softmax(jnp.einsum("bthd,bshd->bhts", Q, K) / jnp.sqrt(jnp.asarray(d_head, Q.dtype)), mask)
+    out = jnp.einsum("bhts,bshd->bthd", dropout(alpha, weight_keep), V).reshape(B, T, heads * d_head)
+    return out @ W_o + b_o, alpha
+
+
+def attention(x, memory, mask, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads, weight_keep=None):
+    """(T4) queries from x [B, T, d], keys and values from memory [B, S, K] -> y [B, T, d], alpha."""
+    return attend(project(x, W_q, b_q, num_heads), project(memory, W_k, b_k, num_heads),
+                  project(memory, W_v, b_v, num_heads), mask, W_o, b_o, weight_keep)
+
+
 def self_attention(x, mask, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads, weight_keep=None):
-    """(T4) x [B, T, d], mask bool broadcastable to [B, heads, T, T] -> [B, T, d]; weight_keep: (D1) on the
-    weights [B, heads, T, T], or None."""
-    B, T, d = x.shape
-    d_head = d // num_heads
-    split = lambda a: a.reshape(B, T, num_heads, d_head)  # noqa: E731
-    Q, K, V = (split(x @ W + b) for W, b in ((W_q, b_q), (W_k, b_k), (W_v, b_v)))
-    alpha = masked_softmax(jnp.einsum("bthd,bshd->bhts", Q, K) / jnp.sqrt(jnp.asarray(d_head, x.dtype)), mask)
-    alpha = dropout(alpha, weight_keep)
-    return jnp.einsum("bhts,bshd->bthd", alpha, V).reshape(B, T, d) @ W_o + b_o
+    """(T4) x [B, T, d] over itself, mask bool broadcastable to [B, heads, T, T] -> [B, T, d]."""
+    return attention(x, x, mask, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads, weight_keep)[0]

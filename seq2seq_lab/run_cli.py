@@ -55,8 +55,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = ModelOptions()
     model.add_argument("--encoder", choices=ENCODERS, default=defaults.encoder, help="encoder family")
     model.add_argument("--decoder", choices=DECODERS, default=defaults.decoder, help="decoder family")
-    model.add_argument("--attention", choices=ATTENTION_TYPES, default=defaults.attention,
-                       help="how the decoder reads the encoder")
+    model.add_argument("--attention", choices=ATTENTION_TYPES, default=None,
+                       help=f"how the decoder reads the encoder (default: {defaults.attention}, or multihead with "
+                            "a Transformer decoder, whose blocks' cross-attention it is)")
     model.add_argument("--heads", type=positive_int, default=defaults.num_heads,
                        help="heads of --attention multihead and of a Transformer side (must divide --hidden-dim)")
     model.add_argument("--output-from", choices=OUTPUT_FROM, default=defaults.output_from,
@@ -121,6 +122,8 @@ def run_train(args) -> int:
         args.embed_dim = args.hidden_dim if any(f.own_encoder for f in families) else defaults.embed_dim
     if args.bidirectional is None:
         args.bidirectional = defaults.bidirectional and not families[0].own_encoder
+    if args.attention is None:
+        args.attention = "multihead" if families[1].own_decoder else defaults.attention
     model = ModelOptions(embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, num_layers=args.layers,
                          bidirectional=args.bidirectional, attention=args.attention, dropout=args.dropout,
                          label_smoothing=args.label_smoothing, encoder=args.encoder, decoder=args.decoder,

@@ -52,6 +52,9 @@ class Cell:
     own_encoder: bool = False  # True: the family brings its whole encoder stack (encoder_param_shapes,
     #                            encoder_init_param, encoder_dropout_shapes, encoder_forward, encoder_backward)
     #                            instead of being run layer by layer and direction by direction
+    own_decoder: bool = False  # True: likewise for the decoder (decoder_param_shapes, decoder_init_param,
+    #                            decoder_dropout_shapes, initial_states, decoder_forward, decoder_backward,
+    #                            decoder_step), reading the encoder through its own attention (no connection)
     uses_heads: bool = False   # True: config.num_heads is this family's too
 
     @staticmethod

@@ -31,8 +31,8 @@ class ModelConfig:
         output projection; > 0 needs an explicit seed at training time.
     label_smoothing: epsilon of the smoothed cross-entropy (0 = plain).
     pad_id, bos_id, eos_id: special token ids, the same in both vocabularies.
-    encoder, decoder: the cell family of each side (registry.CELLS): "lstm", "gru" or (encoder only, so far)
-        "transformer", chosen independently.
+    encoder, decoder: the family of each side (registry.CELLS): "lstm", "gru" or "transformer", chosen
+        independently (a Transformer decoder needs attention="multihead": its blocks' cross-attention).
     num_heads: heads of multi-head attention and of a Transformer side (must divide hidden_dim); 1 otherwise.
     output_from: what the output layer reads when the connection feeds the decoder input (Bahdanau):
         "state" (f_t = s_t) or "state+context+input" (the paper's deep output, f_t = [s_t; ctx_t; y_t]).

@@ -18,12 +18,17 @@ from .registry import CELLS, CONNECTIONS
 
 
 def make_memory(keys, src_mask, params, config) -> Memory:
-    """What the connection reads, with what it precomputes once per sentence (e.g. (A0))."""
+    """What the connection reads, with what it precomputes once per sentence (e.g. (A0)); a decoder family
+    with its own stack reads the keys itself."""
+    if CELLS[config.decoder].own_decoder:
+        return Memory(keys, src_mask, {})
     return Memory(keys, src_mask, CONNECTIONS[config.attention].memory_forward(keys, params))
 
 
 def memory_backward(dkeys, dderived, memory: Memory, params, config):
     """Gradients through make_memory: the keys' total gradient and the connection's memory parameters'."""
+    if CELLS[config.decoder].own_decoder:
+        return dkeys, {}
     dkeys_derived, grads = CONNECTIONS[config.attention].memory_backward(dderived, memory.keys, params)
     return dkeys + dkeys_derived, grads
 
@@ -44,6 +49,9 @@ def decoder_step_forward(y_t, states, memory: Memory, step_mask, params, config,
     attention weights) and the cache.
     """
     cell, connection = CELLS[config.decoder], CONNECTIONS[config.attention]
+    if cell.own_decoder:  # decoding only: a family with its own stack trains on decoder_forward
+        feature, states, alpha = cell.decoder_step(y_t, states, memory, params, config)
+        return feature, states, alpha, None
     layer_masks = layer_masks or [None] * config.num_layers
     alpha = connection_cache = feed = None
     x = y_t
@@ -124,6 +132,9 @@ def decoder_forward(y, tgt_lengths, init_states, keys, src_mask, params, config,
     T = y.shape[1]
     layer_masks = [dropout_masks.get(f"decoder/l{layer}") for layer in range(config.num_layers)]
     memory = make_memory(keys, src_mask, params, config)
+    if cell.own_decoder:
+        features, alpha, cache = cell.decoder_forward(y, keys, src_mask, params, config, dropout_masks)
+        return features, alpha, ("own", config, memory, params, cache)
     if connection.feeds_input or config.input_feeding:  # a step's input depends on the step before
         step_masks = np.arange(T)[None, :] < tgt_lengths[:, None]
         states, step_caches, features, alphas = init_states, [], [], []
@@ -155,6 +166,9 @@ def decoder_backward(dfeatures, cache):
     """
     config, memory, params = cache[1], cache[2], cache[3]
     cell, connection = CELLS[config.decoder], CONNECTIONS[config.attention]
+    if cache[0] == "own":  # no initial state: it read the encoder through its own attention
+        dy, dkeys, grads = cell.decoder_backward(dfeatures, cache[4])
+        return dy, None, dkeys, grads
     B, H = dfeatures.shape[0], config.hidden_dim
     zero_state = tuple(np.zeros((B, H), dfeatures.dtype) for _ in cell.state_names)
     grads, dkeys, dderived = {}, np.zeros_like(memory.keys), {}

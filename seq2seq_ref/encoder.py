@@ -59,6 +59,8 @@ def encoder_backward(dkeys, dstates, cache):
         return CELLS[config.encoder].encoder_backward(dkeys, dstates, cache)
     caches, lengths, dropout_masks = cache
     cell, H, grads = CELLS[config.encoder], config.hidden_dim, {}
+    if dstates is None:  # the decoder took no state
+        dstates = [tuple(np.zeros((dkeys.shape[0], H), dkeys.dtype) for _ in cell.state_names)] * config.num_layers
     doutputs = dkeys
     for layer in reversed(range(config.num_layers)):
         cache_fwd, cache_bwd = caches[layer]
@@ -81,6 +83,8 @@ def bridge_forward(states, config):
     encoder has and the decoder lacks is not passed (LSTM -> GRU passes h only).
     """
     encoder, decoder = CELLS[config.encoder], CELLS[config.decoder]
+    if decoder.own_decoder:  # it reads the encoder through its own attention, not from a state
+        return decoder.initial_states(states[0][0].shape[0], config, states[0][0].dtype)
     out = []
     for state in states:
         named = dict(zip(encoder.state_names, state))
@@ -92,8 +96,11 @@ def bridge_forward(states, config):
 
 
 def bridge_backward(dstates, config):
-    """(B3') gradients back to the encoder's final states; an entry the decoder did not take gets zero."""
+    """(B3') gradients back to the encoder's final states; an entry the decoder did not take gets zero.
+    None when the decoder took no state at all (a family with its own decoder stack)."""
     encoder, decoder = CELLS[config.encoder], CELLS[config.decoder]
+    if decoder.own_decoder:
+        return None
     out = []
     for dstate in dstates[: config.num_layers]:  # past them: input feeding's f_0, a constant
         named = dict(zip(decoder.state_names, dstate))

@@ -28,13 +28,16 @@ def dropout_mask_shapes(config: ModelConfig, batch: Batch) -> dict[str, tuple[in
     """Where dropout applies (D1): embeddings, inputs of layers >= 1, output features."""
     (B, S), T = batch.src.shape, batch.tgt_in.shape[1]
     shapes = {"src_embed": (B, S, config.embed_dim), "tgt_embed": (B, T, config.embed_dim)}
-    encoder = CELLS[config.encoder]
+    encoder, decoder = CELLS[config.encoder], CELLS[config.decoder]
     if encoder.own_encoder:
         shapes.update(encoder.encoder_dropout_shapes(config, B, S))
+    if decoder.own_decoder:
+        shapes.update(decoder.decoder_dropout_shapes(config, B, S, T))
     for layer in range(1, config.num_layers):
         if not encoder.own_encoder:
             shapes[f"encoder/l{layer}"] = (B, S, config.key_dim)
-        shapes[f"decoder/l{layer}"] = (B, T, config.hidden_dim)
+        if not decoder.own_decoder:
+            shapes[f"decoder/l{layer}"] = (B, T, config.hidden_dim)
     shapes["output"] = (B, T, config.output_dim)
     return shapes
 

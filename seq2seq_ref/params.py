@@ -48,12 +48,15 @@ def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
         prefix = f"encoder/l{layer}/{direction}"
         for suffix, shape in encoder.param_shapes(E if layer == 0 else K, H).items():
             shapes[f"{prefix}/{suffix}"] = shape
-    for layer in range(config.num_layers):
+    if decoder.own_decoder:  # its blocks read the encoder themselves: no connection parameters
+        shapes.update(decoder.decoder_param_shapes(config))
+    for layer in [] if decoder.own_decoder else range(config.num_layers):
         feed = config.output_dim if config.input_feeding else 0  # (F1) [y_t ; f_{t-1}]
         D = E + connection.input_dim(config) + feed if layer == 0 else H
         for suffix, shape in decoder.param_shapes(D, H).items():
             shapes[f"decoder/l{layer}/{suffix}"] = shape
-    shapes.update(connection.param_shapes(config))
+    if not decoder.own_decoder:
+        shapes.update(connection.param_shapes(config))
     shapes.update({"output/W": (config.output_dim, config.tgt_vocab_size), "output/b": (config.tgt_vocab_size,)})
     return shapes
 
@@ -87,6 +90,8 @@ def init_params(config: ModelConfig, seed: int, dtype=np.float32) -> dict[str, n
             value = np.zeros(shape)
         elif side == "encoder" and CELLS[config.encoder].own_encoder:
             value = CELLS[config.encoder].encoder_init_param(name, shape, rng)
+        elif side == "decoder" and CELLS[config.decoder].own_decoder:
+            value = CELLS[config.decoder].decoder_init_param(name, shape, rng)
         elif side in ("encoder", "decoder"):
             value = CELLS[getattr(config, side)].init_param(suffix, shape, H, rng)
         elif side == "attention":

@@ -15,6 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from .components import Cell
+from .transformer_decoder import (
+    decoder_block_param_shapes, transformer_decoder_backward, transformer_decoder_forward, transformer_decoder_step,
+)
 from .layers import dropout_backward, dropout_forward
 from .transformer_layers import (
     attention_mask, feed_forward_backward, feed_forward_forward, layer_norm_backward, layer_norm_forward,
@@ -96,8 +99,9 @@ def transformer_encoder_forward(x, lengths, params, config, dropout_masks):
 def transformer_encoder_backward(dkeys, dstates, cache):
     """dkeys: [B, S, d]; dstates: L tuples (dh,).  Returns dx [B, S, E] and the encoder's parameter gradients."""
     caches, ln_f, weights, d = cache
-    dmean = sum(dstate[0] for dstate in dstates)                                           # every layer got h
-    dkeys = dkeys + weights[..., None] * dmean[:, None, :]                                 # (T8')
+    if dstates is not None:  # None: the decoder took no state
+        dmean = sum(dstate[0] for dstate in dstates)                                       # every layer got h
+        dkeys = dkeys + weights[..., None] * dmean[:, None, :]                             # (T8')
     grads = {}
     dh, grads["encoder/ln_f/gamma"], grads["encoder/ln_f/beta"] = layer_norm_backward(dkeys, ln_f)
     for layer in reversed(range(len(caches))):
@@ -109,12 +113,13 @@ def transformer_encoder_backward(dkeys, dstates, cache):
 class Transformer(Cell):
     """A Transformer side.  It has no recurrence: `own_encoder` says it brings the whole encoder stack (its
     parameter shapes, dropout places, forward and backward) instead of a cell run layer by layer; its bridge
-    state is one entry, h (T8).  The decoder side follows in a later step (`sides`)."""
+    state is one entry, h (T8).  As a decoder (`own_decoder`) it brings its stack too, and reads the encoder
+    through its own cross-attention (transformer_decoder.py), so it needs attention='multihead'."""
 
     name = "transformer"
     state_names = ("h",)
-    sides = ("encoder",)
     own_encoder = True
+    own_decoder = True
     uses_heads = True
 
     @staticmethod
@@ -128,6 +133,12 @@ class Transformer(Cell):
         if side == "encoder" and config.bidirectional:
             raise ValueError("bidirectional: expected False with encoder='transformer' (self-attention already "
                              "reads both ways), got True")
+        if side == "decoder" and config.attention != "multihead":
+            raise ValueError(f"attention: expected 'multihead' with decoder='transformer' (its blocks' "
+                             f"cross-attention), got {config.attention!r}")
+        if side == "decoder" and config.input_feeding:
+            raise ValueError("input_feeding: expected False with decoder='transformer' (it sees every earlier "
+                             "position already), got True")
 
     @staticmethod
     def encoder_param_shapes(config):
@@ -161,3 +172,34 @@ class Transformer(Cell):
 
     encoder_forward = staticmethod(transformer_encoder_forward)
     encoder_backward = staticmethod(transformer_encoder_backward)
+
+    @staticmethod
+    def decoder_param_shapes(config):
+        shapes = {}
+        for layer in range(config.num_layers):
+            for suffix, shape in decoder_block_param_shapes(config.hidden_dim, config.key_dim,
+                                                            config.inner_dim).items():
+                shapes[f"decoder/l{layer}/{suffix}"] = shape
+        shapes.update({"decoder/ln_f/gamma": (config.hidden_dim,), "decoder/ln_f/beta": (config.hidden_dim,)})
+        return shapes
+
+    decoder_init_param = encoder_init_param
+
+    @staticmethod
+    def decoder_dropout_shapes(config, B, S, T):
+        """(D1) on the self- and cross-attention weights and on the three residual branches of every block."""
+        shapes, d, heads = {}, config.hidden_dim, config.num_heads
+        for layer in range(config.num_layers):
+            shapes.update({f"decoder/l{layer}/self_weights": (B, heads, T, T), f"decoder/l{layer}/self": (B, T, d),
+                           f"decoder/l{layer}/cross_weights": (B, heads, T, S), f"decoder/l{layer}/cross": (B, T, d),
+                           f"decoder/l{layer}/ffn": (B, T, d)})
+        return shapes
+
+    @staticmethod
+    def initial_states(batch_size, config, dtype):
+        """The decoding state: the embedded prefix [B, t, E], empty at first."""
+        return [(np.zeros((batch_size, 0, config.embed_dim), dtype),)]
+
+    decoder_forward = staticmethod(transformer_decoder_forward)
+    decoder_backward = staticmethod(transformer_decoder_backward)
+    decoder_step = staticmethod(transformer_decoder_step)

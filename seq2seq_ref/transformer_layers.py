@@ -80,34 +80,47 @@ def attention_mask(lengths, width, causal: bool) -> np.ndarray:
     return mask[:, None]
 
 
-def self_attention_forward(x, mask, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads, weight_keep=None):
-    """(T4) multi-head scaled dot-product attention of x over itself.
+def attention_forward(x, memory, mask, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads, weight_keep=None):
+    """(T4) multi-head scaled dot-product attention: queries from x, keys and values from memory.
 
-    x: [B, T, d]; mask: bool, broadcastable to [B, heads, T, T] (attention_mask);
-    W_*: [d, d], b_*: [d]; weight_keep: dropout keep mask on the weights [B, heads, T, T] (D1), or None.
-    Returns y [B, T, d] and the cache.
+    x: [B, T, d]; memory: [B, S, K] (x itself for self-attention); mask: bool, broadcastable to
+    [B, heads, T, S]; W_q, W_o: [d, d], W_k, W_v: [K, d], b_*: [d]; weight_keep: dropout keep mask on
+    the weights [B, heads, T, S] (D1), or None.
+    Returns y [B, T, d], the weights alpha [B, heads, T, S] and the cache.
     """
-    d_head = x.shape[-1] // num_heads
-    Q, K, V = (split_heads(x @ W + b, num_heads) for W, b in ((W_q, b_q), (W_k, b_k), (W_v, b_v)))
+    d_head = W_q.shape[1] // num_heads
+    Q = split_heads(x @ W_q + b_q, num_heads)
+    K, V = (split_heads(memory @ W + b, num_heads) for W, b in ((W_k, b_k), (W_v, b_v)))
     alpha = masked_softmax(Q @ K.transpose(0, 1, 3, 2) / np.sqrt(d_head), mask)
     dropped = dropout_forward(alpha, weight_keep)
     heads = merge_heads(dropped @ V)
-    return heads @ W_o + b_o, (x, Q, K, V, alpha, dropped, weight_keep, heads, W_q, W_k, W_v, W_o, d_head)
+    cache = (x, memory, Q, K, V, alpha, dropped, weight_keep, heads, W_q, W_k, W_v, W_o, d_head)
+    return heads @ W_o + b_o, alpha, cache
 
 
-def self_attention_backward(dy, cache):
-    """(T4') Returns dx and the gradients of W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o (in that order)."""
-    x, Q, K, V, alpha, dropped, weight_keep, heads, W_q, W_k, W_v, W_o, d_head = cache
+def attention_backward(dy, cache):
+    """(T4') Returns dx, dmemory and the gradients of W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o (in that order)."""
+    x, memory, Q, K, V, alpha, dropped, weight_keep, heads, W_q, W_k, W_v, W_o, d_head = cache
     flat = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731
     dW_o, db_o = flat(heads).T @ flat(dy), flat(dy).sum(axis=0)
     dheads = split_heads(dy @ W_o.T, Q.shape[1])
     dalpha = dropout_backward(dheads @ V.transpose(0, 1, 3, 2), weight_keep)
-    dV = dropped.transpose(0, 1, 3, 2) @ dheads
+    dV = merge_heads(dropped.transpose(0, 1, 3, 2) @ dheads)
     dscores = masked_softmax_backward(dalpha, alpha) / np.sqrt(d_head)
-    dQ, dK = dscores @ K, dscores.transpose(0, 1, 3, 2) @ Q
-    dx, grads = 0.0, []
-    for dpart, W in ((dQ, W_q), (dK, W_k), (dV, W_v)):
-        dpart = merge_heads(dpart)
-        dx = dx + dpart @ W.T
-        grads += [flat(x).T @ flat(dpart), flat(dpart).sum(axis=0)]
-    return (dx, *grads, dW_o, db_o)
+    dQ, dK = merge_heads(dscores @ K), merge_heads(dscores.transpose(0, 1, 3, 2) @ Q)
+    grads = [flat(x).T @ flat(dQ), flat(dQ).sum(axis=0), flat(memory).T @ flat(dK), flat(dK).sum(axis=0),
+             flat(memory).T @ flat(dV), flat(dV).sum(axis=0), dW_o, db_o]
+    return (dQ @ W_q.T, dK @ W_k.T + dV @ W_v.T, *grads)
+
+
+def self_attention_forward(x, mask, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads, weight_keep=None):
+    """(T4) attention of x over itself (attention_forward with memory = x).  Returns y [B, T, d] and the cache."""
+    y, _, cache = attention_forward(x, x, mask, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads, weight_keep)
+    return y, cache
+
+
+def self_attention_backward(dy, cache):
+    """(T4') x is both the queries' and the memory's input: its gradient is the sum of both.  Returns dx and the
+    gradients of W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o."""
+    dx, dmemory, *grads = attention_backward(dy, cache)
+    return (dx + dmemory, *grads)

@@ -1,4 +1,6 @@
 """Small builders shared by the tests."""
+import itertools
+
 import numpy as np
 
 from seq2seq_ref import ModelConfig, init_params, make_batch
@@ -12,10 +14,26 @@ ENCODER_NAMES = ENCODER_TYPES
 DECODER_NAMES = DECODER_TYPES
 ATTENTIONS = tuple(CONNECTIONS)
 
-# What a family may require, by the field its error names (a Transformer side: embed_dim = hidden_dim, and an
-# encoder that is not bidirectional).
+# What a family may require, by the field its error names (a Transformer side: embed_dim = hidden_dim, an
+# encoder that is not bidirectional, a decoder that reads the encoder by multi-head attention).
 _FITS = {"embed_dim": lambda fields: {"embed_dim": fields["hidden_dim"]},
-         "bidirectional": lambda fields: {"bidirectional": False}}
+         "bidirectional": lambda fields: {"bidirectional": False},
+         "attention": lambda fields: {"attention": "multihead"},
+         "input_feeding": lambda fields: {"input_feeding": False}}
+
+
+def grid(layers_and_directions=((1, False), (2, True)), **sizes):
+    """(encoder, decoder, attention, layers, bidirectional) of every registered combination, fitted as
+    config_with_heads fits them, each once."""
+    seen = []
+    for encoder, decoder, attention in itertools.product(ENCODER_TYPES, DECODER_TYPES, tuple(CONNECTIONS)):
+        for layers, bidirectional in layers_and_directions:
+            c = config_with_heads(**sizes, num_layers=layers, bidirectional=bidirectional, attention=attention,
+                                  encoder=encoder, decoder=decoder)
+            variant = (c.encoder, c.decoder, c.attention, c.num_layers, c.bidirectional)
+            if variant not in seen:
+                seen.append(variant)
+    return seen
 
 
 def config_with_heads(heads=2, **fields) -> ModelConfig:

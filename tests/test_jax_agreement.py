@@ -24,6 +24,7 @@ from seq2seq_ref import loss_and_grads  # noqa: E402
 from seq2seq_ref.decode import beam_search, greedy_decode  # noqa: E402
 from seq2seq_ref.gradcheck import relative_error  # noqa: E402
 from seq2seq_ref.optim import adam, apply_updates  # noqa: E402
+from seq2seq_ref.registry import CELLS  # noqa: E402
 from seq2seq_ref import ModelConfig, init_params  # noqa: E402
 from tests.helpers import ATTENTIONS, DECODER_NAMES, ENCODER_NAMES, float64_params, ragged_batch  # noqa: E402
 from tests.jax_helpers import agreement_problems  # noqa: E402
@@ -48,7 +49,7 @@ def assert_loss_and_grads_agree(problem, loss_bound, grad_bound, tiny):
 
 # One search per encoder family: each draws every decoder and connection, and the searches run in parallel.
 @pytest.mark.parametrize("encoder", ENCODER_NAMES)
-@settings(max_examples=6)
+@settings(max_examples=4)
 @given(data=st.data())
 def test_float64_agreement(encoder, data):
     problem = data.draw(agreement_problems(np.float64, encoder))
@@ -109,7 +110,7 @@ def test_beam_of_one_equals_greedy_in_float32_on_both_backends(rng):
 
 
 @pytest.mark.parametrize("encoder", ENCODER_NAMES)
-@settings(max_examples=3)
+@settings(max_examples=2)
 @given(data=st.data())
 def test_float32_agreement(encoder, data):
     """float32 JAX is as accurate as float32 NumPy: both measured against the float64 gradients.
@@ -131,7 +132,8 @@ def test_float32_agreement(encoder, data):
 def test_gradcheck_against_jax_cli(index, attention, capsys):
     # each connection with one (encoder, decoder) pair, the pairs taken in turn: every component is covered by
     # one compile each (test_float64_agreement draws the rest of the grid)
-    pairs = list(itertools.product(ENCODER_NAMES, DECODER_NAMES))
+    pairs = [(encoder, decoder) for encoder, decoder in itertools.product(ENCODER_NAMES, DECODER_NAMES)
+             if attention == "multihead" or not CELLS[decoder].own_decoder]  # its own cross-attention
     encoder, decoder = pairs[index % len(pairs)]
     code = main(["gradcheck", "--against", "jax", "--attention", attention, "--encoder", encoder, "--decoder", decoder,
                  "--layers", "2", "--bidirectional", "--max-entries", "3", "--json"])

@@ -22,8 +22,10 @@ def _batch(batch, **changes):
 @pytest.mark.parametrize("kwargs,match", [
     (dict(attention="dot"), r"attention: expected one of \('none', 'bahdanau', 'luong', 'multihead'\), got 'dot'"),
     (dict(encoder="rnn"), r"encoder: expected one of \('lstm', 'gru', 'transformer'\), got 'rnn'"),
-    (dict(decoder="rnn"), r"decoder: expected one of \('lstm', 'gru'\), got 'rnn'"),
-    (dict(decoder="transformer"), r"decoder: expected one of \('lstm', 'gru'\), got 'transformer'"),
+    (dict(decoder="rnn"), r"decoder: expected one of \('lstm', 'gru', 'transformer'\), got 'rnn'"),
+    (dict(decoder="transformer", embed_dim=4), r"attention: expected 'multihead' with decoder='transformer'"),
+    (dict(decoder="transformer", embed_dim=4, attention="multihead", input_feeding=True),
+     r"input_feeding: expected False with decoder='transformer'"),
     (dict(encoder="transformer"), r"embed_dim: expected hidden_dim \(4\) with encoder='transformer'.*got 3"),
     (dict(encoder="transformer", embed_dim=4, bidirectional=True), r"bidirectional: expected False with "
                                                                      r"encoder='transformer'"),

@@ -198,8 +198,65 @@ class TransformerEncoder(nn.Module):
         return slots
 
 
-# Families that bring their own encoder stack (seq2seq_ref's own_encoder)
+class TransformerDecoder(nn.Module):
+    """torch.nn.TransformerDecoder(norm_first=True) with a final LayerNorm: seq2seq_ref.transformer_decoder's
+    (T9)-(T13).  Where the annotations are wider than d (a bidirectional recurrent encoder), each block's
+    cross-attention is a MultiheadAttention with kdim = vdim = K."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        d, K = config.hidden_dim, config.key_dim
+        layer = nn.TransformerDecoderLayer(d, config.num_heads, config.inner_dim, dropout=0.0, batch_first=True,
+                                           norm_first=True)
+        self.stack = nn.TransformerDecoder(layer, config.num_layers, norm=nn.LayerNorm(d))
+        if K != d:
+            for block in self.stack.layers:
+                block.multihead_attn = nn.MultiheadAttention(d, config.num_heads, dropout=0.0, batch_first=True,
+                                                             kdim=K, vdim=K)
+        self.register_buffer("positions", torch.as_tensor(sinusoidal_positions(config.max_positions, d)),
+                             persistent=False)
+
+    def forward(self, y, keys, src_mask):
+        """y [B, T, d] embedded tgt_in -> features [B, T, d]."""
+        T, d = y.shape[1], y.shape[2]
+        x = np.sqrt(d) * y + self.positions[:T].to(y.dtype)                                   # (T9)
+        causal = torch.triu(torch.ones(T, T, dtype=torch.bool, device=y.device), 1)
+        return self.stack(x, keys, tgt_mask=causal, memory_key_padding_mask=None if src_mask is None else ~src_mask)
+
+    @staticmethod
+    def _attention_slots(prefix, attention, d) -> dict[str, Slot]:
+        slots = {}
+        for k, part in enumerate("qkv"):
+            rows = slice(k * d, (k + 1) * d)
+            if attention._qkv_same_embed_dim:
+                slots[f"{prefix}/W_{part}"] = Slot(attention.in_proj_weight, True, rows)
+            else:
+                slots[f"{prefix}/W_{part}"] = Slot(getattr(attention, f"{part}_proj_weight"), True)
+            slots[f"{prefix}/b_{part}"] = Slot(attention.in_proj_bias, False, rows)
+        slots[f"{prefix}/W_o"], slots[f"{prefix}/b_o"] = Slot(attention.out_proj.weight, True), \
+            Slot(attention.out_proj.bias)
+        return slots
+
+    def slots(self) -> dict[str, Slot]:
+        slots, d = {}, self.config.hidden_dim
+        for l, layer in enumerate(self.stack.layers):
+            prefix = f"decoder/l{l}"
+            slots.update(self._attention_slots(f"{prefix}/self", layer.self_attn, d))
+            slots.update(self._attention_slots(f"{prefix}/cross", layer.multihead_attn, d))
+            for ours, linear in (("1", layer.linear1), ("2", layer.linear2)):
+                slots[f"{prefix}/ffn/W_{ours}"] = Slot(linear.weight, True)
+                slots[f"{prefix}/ffn/b_{ours}"] = Slot(linear.bias)
+            for ours, norm in (("ln_1", layer.norm1), ("ln_2", layer.norm2), ("ln_3", layer.norm3)):
+                slots[f"{prefix}/{ours}/gamma"], slots[f"{prefix}/{ours}/beta"] = Slot(norm.weight), Slot(norm.bias)
+        slots["decoder/ln_f/gamma"], slots["decoder/ln_f/beta"] = Slot(self.stack.norm.weight), \
+            Slot(self.stack.norm.bias)
+        return slots
+
+
+# Families that bring their own encoder or decoder stack (seq2seq_ref's own_encoder, own_decoder)
 TORCH_ENCODERS = {"transformer": TransformerEncoder}
+TORCH_DECODERS = {"transformer": TransformerDecoder}
 
 
 class TorchSeq2Seq(nn.Module):
@@ -214,6 +271,10 @@ class TorchSeq2Seq(nn.Module):
         else:
             self.encoder = SEQUENCE_MODULES[config.encoder](E, H, L, batch_first=True,
                                                             bidirectional=config.bidirectional)
+        if config.decoder in TORCH_DECODERS:  # it reads the encoder through its own cross-attention
+            self.attention, self.decoder = None, TORCH_DECODERS[config.decoder](config)
+            self.output = nn.Linear(config.output_dim, config.tgt_vocab_size)
+            return
         self.attention = TORCH_CONNECTIONS[config.attention](config)
         if self.attention.feeds_input:  # (A5) the context joins each step's input: one cell per layer
             self.cells = nn.ModuleList(STEP_MODULES[config.decoder](E + K if l == 0 else H, H) for l in range(L))
@@ -239,13 +300,20 @@ class TorchSeq2Seq(nn.Module):
         return keys, self.bridge(state)
 
     def bridge(self, state: tuple) -> tuple:
-        """(B3) match entries by name: LSTM -> GRU passes h only, GRU -> LSTM passes h and c = 0."""
+        """(B3) match entries by name: LSTM -> GRU passes h only, GRU -> LSTM passes h and c = 0.  A decoder
+        with its own stack starts from an empty prefix."""
+        if self.attention is None:
+            h = state[0]  # [L, B, H]
+            return torch.zeros(h.shape[1], 0, self.config.embed_dim, dtype=h.dtype, device=h.device)
         named = dict(zip(CELLS[self.config.encoder].state_names, state))
         return tuple(named[n] if n in named else torch.zeros_like(state[0])
                      for n in CELLS[self.config.decoder].state_names)
 
     def step(self, y_t, state, keys, memory, src_mask):
         """One target position: y_t [B, E] -> feature [B, F] and the new state."""
+        if self.attention is None:  # the state is the embedded prefix: recompute it, as the reference does
+            prefix = torch.cat([state, y_t[:, None]], dim=1)
+            return self.decoder(prefix, keys, src_mask)[:, -1], prefix
         if not self.attention.feeds_input:
             hs, state = self.decoder(y_t[:, None], to_torch_state(state))
             return self.attention(hs, keys, src_mask)[:, 0], from_torch_state(state)
@@ -258,6 +326,8 @@ class TorchSeq2Seq(nn.Module):
 
     def features(self, tgt_in, keys, state, src_mask):
         y = self.tgt_embed(tgt_in)
+        if self.attention is None:
+            return self.decoder(y, keys, src_mask)
         if self.attention.feeds_input:
             memory, outputs = self.attention.memory(keys), []
             for t in range(y.shape[1]):
@@ -286,7 +356,7 @@ class TorchSeq2Seq(nn.Module):
         """max_len argmax tokens per source (pad and bos never), without stopping at EOS."""
         keys, state = self.encode(src, src_lengths)
         src_mask = self.source_mask(src, src_lengths)
-        memory = self.attention.memory(keys) if self.attention.feeds_input else None
+        memory = self.attention.memory(keys) if self.attention is not None and self.attention.feeds_input else None
         token = torch.full((src.shape[0],), self.config.bos_id, dtype=torch.long, device=src.device)
         tokens = []
         for _ in range(max_len):
@@ -309,9 +379,11 @@ class TorchSeq2Seq(nn.Module):
                 if config.encoder in TORCH_ENCODERS:
                     break
                 slots.update(_cell_slots(f"encoder/l{l}/{direction}", self.encoder, f"_l{l}{suffix}", config.encoder))
+            if self.attention is None:
+                continue
             module, suffix = (self.cells[l], "") if self.attention.feeds_input else (self.decoder, f"_l{l}")
             slots.update(_cell_slots(f"decoder/l{l}", module, suffix, config.decoder))
-        slots.update(self.attention.slots())
+        slots.update(self.decoder.slots() if self.attention is None else self.attention.slots())
         return slots
 
     @torch.no_grad()

@@ -1,0 +1,122 @@
+"""The Transformer decoder (Vaswani et al. 2017), pre-LN, MATH.md (T9)-(T13).
+
+    y_0 = √d · e + P                                   (T9)  embedded target (teacher-forced) plus positions
+    y ← y + drop(SelfAttn(LN_1(y)))                     (T10) causal: position t sees positions ≤ t
+    y ← y + drop(CrossAttn(LN_2(y), keys))              (T11) the encoder's annotations, source padding masked
+    y ← y + drop(FFN(LN_3(y)))                          (T12) each block l
+    f = LN_f(y)                                         (T13) the features the output layer reads
+
+Training runs every position at once.  Decoding (decoder_step_forward) keeps
+the embedded prefix as the state and recomputes the whole prefix each step: the
+simplest correct form, O(t) per step; the JAX twin caches keys and values.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .layers import dropout_backward, dropout_forward
+from .transformer_layers import (
+    attention_backward, attention_forward, feed_forward_backward, feed_forward_forward, layer_norm_backward,
+    layer_norm_forward, self_attention_backward, self_attention_forward, sinusoidal_positions,
+)
+
+ATTENTION = ("W_q", "b_q", "W_k", "b_k", "W_v", "b_v", "W_o", "b_o")
+FFN = ("W_1", "b_1", "W_2", "b_2")
+PARTS = ("self_weights", "self", "cross_weights", "cross", "ffn")  # its dropout places
+
+
+def decoder_block_param_shapes(d: int, key_dim: int, ffn_dim: int) -> dict[str, tuple[int, ...]]:
+    """One pre-LN decoder block's parameters by suffix; the cross-attention's keys and values read width K."""
+    shapes = {f"self/{name}": (d, d) if name.startswith("W") else (d,) for name in ATTENTION}
+    shapes.update({f"cross/{name}": ((key_dim if name in ("W_k", "W_v") else d), d) if name.startswith("W")
+                   else (d,) for name in ATTENTION})
+    shapes.update({"ffn/W_1": (d, ffn_dim), "ffn/b_1": (ffn_dim,), "ffn/W_2": (ffn_dim, d), "ffn/b_2": (d,)})
+    shapes.update({f"{norm}/{name}": (d,) for norm in ("ln_1", "ln_2", "ln_3") for name in ("gamma", "beta")})
+    return shapes
+
+
+def decoder_block_forward(y, keys, causal, src_mask, p, num_heads, keep):
+    """(T10)-(T12) one block.
+
+    y: [B, T, d]; keys: [B, S, K]; causal: bool[1, 1, T, T]; src_mask: bool[B, 1, 1, S];
+    keep: dropout keep masks by PARTS (entries may be missing).
+    Returns the block's output [B, T, d], the cross-attention weights [B, heads, T, S] and the cache.
+    """
+    a, ln_1 = layer_norm_forward(y, p["ln_1/gamma"], p["ln_1/beta"])
+    s, self_cache = self_attention_forward(a, causal, *(p[f"self/{n}"] for n in ATTENTION), num_heads,
+                                           keep.get("self_weights"))
+    y = y + dropout_forward(s, keep.get("self"))                                           # (T10)
+    b, ln_2 = layer_norm_forward(y, p["ln_2/gamma"], p["ln_2/beta"])
+    c, alpha, cross_cache = attention_forward(b, keys, src_mask, *(p[f"cross/{n}"] for n in ATTENTION),
+                                              num_heads, keep.get("cross_weights"))
+    y = y + dropout_forward(c, keep.get("cross"))                                          # (T11)
+    g, ln_3 = layer_norm_forward(y, p["ln_3/gamma"], p["ln_3/beta"])
+    f, ffn = feed_forward_forward(g, *(p[f"ffn/{n}"] for n in FFN))
+    y = y + dropout_forward(f, keep.get("ffn"))                                            # (T12)
+    return y, alpha, (ln_1, self_cache, ln_2, cross_cache, ln_3, ffn, keep)
+
+
+def decoder_block_backward(dy, cache):
+    """(T12')-(T10'): each residual sum passes its gradient to both terms.  Returns dy_in, dkeys, grads."""
+    ln_1, self_cache, ln_2, cross_cache, ln_3, ffn, keep = cache
+    grads = {}
+    dg, *ffn_grads = feed_forward_backward(dropout_backward(dy, keep.get("ffn")), ffn)
+    dy_3, grads["ln_3/gamma"], grads["ln_3/beta"] = layer_norm_backward(dg, ln_3)
+    dy = dy + dy_3                                                                         # (T12')
+    db, dkeys, *cross_grads = attention_backward(dropout_backward(dy, keep.get("cross")), cross_cache)
+    dy_2, grads["ln_2/gamma"], grads["ln_2/beta"] = layer_norm_backward(db, ln_2)
+    dy = dy + dy_2                                                                         # (T11')
+    da, *self_grads = self_attention_backward(dropout_backward(dy, keep.get("self")), self_cache)
+    dy_1, grads["ln_1/gamma"], grads["ln_1/beta"] = layer_norm_backward(da, ln_1)
+    grads.update({f"ffn/{n}": g for n, g in zip(FFN, ffn_grads)})
+    grads.update({f"cross/{n}": g for n, g in zip(ATTENTION, cross_grads)})
+    grads.update({f"self/{n}": g for n, g in zip(ATTENTION, self_grads)})
+    return dy + dy_1, dkeys, grads                                                         # (T10')
+
+
+def _block_params(params, layer):
+    prefix = f"decoder/l{layer}/"
+    return {name[len(prefix):]: value for name, value in params.items() if name.startswith(prefix)}
+
+
+def transformer_decoder_forward(y, keys, src_mask, params, config, dropout_masks):
+    """y: [B, T, d] embedded tgt_in (dropout applied); keys: [B, S, K]; src_mask: bool[B, S].
+
+    Returns features [B, T, d], the last block's cross-attention weights averaged over heads [B, T, S] and
+    the cache.
+    """
+    B, T, d = y.shape
+    x = np.sqrt(d) * y + sinusoidal_positions(T, d, y.dtype)                              # (T9)
+    causal = np.tril(np.ones((T, T), dtype=bool))[None, None]
+    source = src_mask[:, None, None, :]
+    caches = []
+    for layer in range(config.num_layers):
+        keep = {part: dropout_masks[f"decoder/l{layer}/{part}"] for part in PARTS
+                if f"decoder/l{layer}/{part}" in dropout_masks}
+        x, alpha, cache = decoder_block_forward(x, keys, causal, source, _block_params(params, layer),
+                                                config.num_heads, keep)
+        caches.append(cache)
+    features, ln_f = layer_norm_forward(x, params["decoder/ln_f/gamma"], params["decoder/ln_f/beta"])  # (T13)
+    return features, alpha.mean(axis=1), (caches, ln_f, d)
+
+
+def transformer_decoder_backward(dfeatures, cache):
+    """dfeatures: [B, T, d].  Returns dy [B, T, d] (embedded tgt_in), dkeys [B, S, K] and the gradients."""
+    caches, ln_f, d = cache
+    grads, dkeys = {}, 0.0
+    dx, grads["decoder/ln_f/gamma"], grads["decoder/ln_f/beta"] = layer_norm_backward(dfeatures, ln_f)  # (T13')
+    for layer in reversed(range(len(caches))):
+        dx, dkeys_layer, block_grads = decoder_block_backward(dx, caches[layer])
+        dkeys = dkeys + dkeys_layer                                                        # every block reads keys
+        grads.update({f"decoder/l{layer}/{suffix}": g for suffix, g in block_grads.items()})
+    return np.sqrt(d) * dx, dkeys, grads                                                   # (T9')
+
+
+def transformer_decoder_step(y_t, states, memory, params, config):
+    """One decoding step by recomputing the prefix: y_t [B, d]; states [(prefix [B, t, d],)].
+
+    Returns the feature [B, d] of the new last position, the new states and its weights [B, S].
+    """
+    prefix = np.concatenate([states[0][0], y_t[:, None]], axis=1)
+    features, alpha, _ = transformer_decoder_forward(prefix, memory.keys, memory.src_mask, params, config, {})
+    return features[:, -1], [(prefix,)], alpha[:, -1]
