@@ -128,7 +128,7 @@ def test_float32_agreement(encoder, data):
         assert max_rel(truth[name], jax_grads[name], 1e-2) <= max(4 * reference_error, 5e-4), name
 
 
-@pytest.mark.parametrize("index,attention", enumerate(ATTENTIONS))
+@pytest.mark.parametrize("index,attention", list(enumerate(ATTENTIONS)))
 def test_gradcheck_against_jax_cli(index, attention, capsys):
     # each connection with one (encoder, decoder) pair, the pairs taken in turn: every component is covered by
     # one compile each (test_float64_agreement draws the rest of the grid)
