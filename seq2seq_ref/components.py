@@ -56,6 +56,7 @@ class Cell:
     #                            decoder_dropout_shapes, initial_states, decoder_forward, decoder_backward,
     #                            decoder_step), reading the encoder through its own attention (no connection)
     uses_heads: bool = False   # True: config.num_heads is this family's too
+    uses_positions: bool = False  # True: it adds positions to √d-scaled embeddings, initialised N(0, 1/d)
 
     @staticmethod
     def check_config(config, side: str) -> None:

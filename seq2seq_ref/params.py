@@ -69,7 +69,8 @@ def layer_params(params, prefix: str, cell) -> dict[str, np.ndarray]:
 def init_params(config: ModelConfig, seed: int, dtype=np.float32) -> dict[str, np.ndarray]:
     """Fresh parameters, the same for a given (config, seed) in both backends.
 
-    Embeddings ~ N(0, 1); output bias 0; cell parameters as the cell says
+    Embeddings ~ N(0, 1), or N(0, 1/d) read by a Transformer side (whose √d scale (T5) brings them to the
+    scale of the positions); output bias 0; cell parameters as the cell says
     (matrices U(-1/sqrt(H), 1/sqrt(H)) as PyTorch; the LSTM's forget-gate bias
     1, Gers et al. 2000); connection parameters as the connection says
     (default U(-1/sqrt(n), 1/sqrt(n)) with n the fan-in).  One generator draws
@@ -86,6 +87,8 @@ def init_params(config: ModelConfig, seed: int, dtype=np.float32) -> dict[str, n
         side, suffix = name.split("/", 1)[0], name.rsplit("/", 1)[1]
         if name.endswith("embed/W"):
             value = rng.standard_normal(shape)
+            if CELLS[config.encoder if name == "src_embed/W" else config.decoder].uses_positions:
+                value = value / np.sqrt(shape[1])  # N(0, 1/d): (T5)'s √d scale gives N(0, 1), as the positions
         elif name == "output/b":
             value = np.zeros(shape)
         elif side == "encoder" and CELLS[config.encoder].own_encoder:

@@ -121,6 +121,7 @@ class Transformer(Cell):
     own_encoder = True
     own_decoder = True
     uses_heads = True
+    uses_positions = True
 
     @staticmethod
     def check_config(config, side):

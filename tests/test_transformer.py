@@ -155,3 +155,14 @@ def test_train_and_translate_with_a_transformer_decoder(tmp_path, capsys):
     assert main(["train", "--task", "reverse", "--decoder", "transformer", "--attention", "luong", "--out",
                  str(tmp_path / "bad"), "--backend", "numpy"]) == 2
     assert "attention: expected 'multihead' with decoder='transformer'" in capsys.readouterr().err
+
+
+def test_a_transformer_side_starts_its_embeddings_at_the_scale_of_the_positions():
+    from seq2seq_ref import init_params
+
+    config = ModelConfig(src_vocab_size=300, tgt_vocab_size=300, embed_dim=64, hidden_dim=64,
+                         encoder="transformer", decoder="lstm", attention="luong", num_heads=4)
+    params = init_params(config, 0, np.float64)
+    # (T5) scales the source embeddings by √d: from N(0, 1/d) they reach N(0, 1), as the positions (T1)
+    assert abs(np.std(np.sqrt(64) * params["src_embed/W"]) - 1.0) < 0.05
+    assert abs(np.std(params["tgt_embed/W"]) - 1.0) < 0.05  # the LSTM side reads them as they are
