@@ -19,6 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from seq2seq_ref.config import ModelConfig
 from seq2seq_ref.model import dropout_mask_shapes
+from seq2seq_ref.optim import check_optimizer, learning_rate_schedule
 from seq2seq_ref.validation import check_batch, check_config, check_dropout_rng, check_params
 
 from .models import Seq2Seq
@@ -94,15 +95,13 @@ def loss_and_grads(params, config: ModelConfig, batch, dropout_rng=None, *, comp
 
 
 def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, momentum: float = 0.9,
-                   clip_norm: float | None = None) -> optax.GradientTransformation:
-    """optax.adam or optax.sgd (with momentum), after optax.clip_by_global_norm when clip_norm is set."""
-    if name not in ("adam", "sgd"):
-        raise ValueError(f"name: expected 'adam' or 'sgd', got {name!r}")
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate: expected a float > 0, got {learning_rate!r}")
-    if clip_norm is not None and not clip_norm > 0:
-        raise ValueError(f"clip_norm: expected a float > 0 or None, got {clip_norm!r}")
-    optimiser = optax.adam(learning_rate) if name == "adam" else optax.sgd(learning_rate, momentum or None)
+                   clip_norm: float | None = None, schedule: str = "constant",
+                   warmup: int = 1) -> optax.GradientTransformation:
+    """optax.adam or optax.sgd (with momentum) at a scheduled learning rate (seq2seq_ref.optim.SCHEDULES: the
+    reference's formula over jax.numpy), after optax.clip_by_global_norm when clip_norm is set."""
+    check_optimizer(name, learning_rate, momentum, clip_norm, schedule, warmup)
+    rate = learning_rate_schedule(learning_rate, schedule, warmup, xp=jnp)
+    optimiser = optax.adam(rate) if name == "adam" else optax.sgd(rate, momentum or None)
     return optax.chain(optax.clip_by_global_norm(clip_norm), optimiser) if clip_norm else optimiser
 
 

@@ -2,7 +2,8 @@
 
 Optimiser state crosses the boundary in a neutral flat form, so a checkpoint
 written by one backend resumes in the other:
-    adam: "count" (int), "mu/<param>", "nu/<param>"      sgd with momentum: "trace/<param>"
+    "count" (int: updates so far; the schedule's step), adam: "mu/<param>", "nu/<param>";
+    sgd with momentum: "trace/<param>"
 """
 from __future__ import annotations
 
@@ -19,21 +20,33 @@ BACKENDS = ("jax", "numpy")
 
 @dataclass(frozen=True)
 class OptimiserSettings:
+    """learning_rate is the constant rate, or the peak of a schedule (seq2seq_ref.optim.SCHEDULES)."""
     name: str = "adam"
     learning_rate: float = 3e-3
     momentum: float = 0.9
     clip_norm: float | None = 5.0
+    schedule: str = "constant"
+    warmup: int = 400
 
     def __post_init__(self):
-        if self.name not in ("adam", "sgd"):
-            raise ValueError(f"optimizer: expected 'adam' or 'sgd', got {self.name!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"lr: expected a float > 0, got {self.learning_rate}")
-        if self.clip_norm is not None and not self.clip_norm > 0:
-            raise ValueError(f"clip_norm: expected a float > 0, got {self.clip_norm}")
+        from seq2seq_ref.optim import check_optimizer
+
+        check_optimizer(self.name, self.learning_rate, self.momentum, self.clip_norm, self.schedule, self.warmup)
 
     def slots(self) -> tuple[str, ...]:
         return ("mu", "nu") if self.name == "adam" else ("trace",) if self.momentum else ()
+
+    def arguments(self) -> dict:
+        """make_optimizer's keyword arguments, the same in both backends."""
+        return {"name": self.name, "learning_rate": self.learning_rate, "momentum": self.momentum,
+                "clip_norm": self.clip_norm, "schedule": self.schedule, "warmup": self.warmup}
+
+    def learning_rate_at(self, step: int) -> float:
+        """The rate of update number step + 1 (step updates done before it)."""
+        from seq2seq_ref.optim import learning_rate_schedule
+
+        rate = learning_rate_schedule(self.learning_rate, self.schedule, self.warmup)
+        return float(rate(step)) if callable(rate) else rate
 
 
 def jax_available() -> bool:
@@ -67,10 +80,7 @@ class NumpyBackend:
         from seq2seq_ref import optim
 
         self.config, self.settings = config, optimiser
-        base = (optim.adam(optimiser.learning_rate) if optimiser.name == "adam"
-                else optim.sgd(optimiser.learning_rate, optimiser.momentum))
-        self.optimiser = optim.chain(optim.clip_by_global_norm(optimiser.clip_norm), base) if optimiser.clip_norm \
-            else optim.chain(base)
+        self.optimiser = optim.make_optimizer(**optimiser.arguments())
         self._apply = optim.apply_updates
 
     def init_params(self, seed: int):
@@ -114,18 +124,16 @@ class NumpyBackend:
 
     def opt_state_to_arrays(self, state) -> dict[str, np.ndarray]:
         inner = state[-1]
-        if self.settings.name == "adam":
-            return {"count": np.asarray(inner["count"]), **{f"mu/{k}": v for k, v in inner["mu"].items()},
-                    **{f"nu/{k}": v for k, v in inner["nu"].items()}}
-        return {f"trace/{k}": v for k, v in inner.items()}
+        slots = {"mu": inner["mu"], "nu": inner["nu"]} if self.settings.name == "adam" else {"trace": inner["trace"]}
+        return {"count": np.asarray(inner["count"]),
+                **{f"{slot}/{k}": v for slot, values in slots.items() for k, v in values.items()}}
 
     def opt_state_from_arrays(self, arrays, params):
         state = list(self.init_opt_state(params))
-        if self.settings.name == "adam":
-            state[-1] = {"count": int(arrays["count"]), "mu": {k: arrays[f"mu/{k}"] for k in params},
-                         "nu": {k: arrays[f"nu/{k}"] for k in params}}
-        elif self.settings.momentum:
-            state[-1] = {k: arrays[f"trace/{k}"] for k in params}
+        values = {slot: {k: arrays[f"{slot}/{k}"] for k in params} for slot in self.settings.slots()}
+        count = int(arrays.get("count", 0))  # sgd checkpoints before schedules had none, and needed none
+        state[-1] = {"count": count, **values} if self.settings.name == "adam" else \
+            {"count": count, "trace": values.get("trace", {})}
         return tuple(state)
 
 
@@ -136,8 +144,7 @@ def _jax_functions(config: ModelConfig, optimiser: OptimiserSettings, unroll: in
     import seq2seq_jax
     from seq2seq_jax.train import loss_fn
 
-    transform = seq2seq_jax.make_optimizer(optimiser.name, optimiser.learning_rate, optimiser.momentum,
-                                           optimiser.clip_norm)
+    transform = seq2seq_jax.make_optimizer(**optimiser.arguments())
     eval_config = without_smoothing(config)
     nll = jax.jit(lambda params, batch: loss_fn(params, eval_config, batch) * batch.tgt_lengths.sum())
     return transform, seq2seq_jax.make_train_step(config, transform, unroll=unroll), nll
@@ -185,9 +192,8 @@ class JaxBackend:
     def opt_state_to_arrays(self, state) -> dict[str, np.ndarray]:
         from optax import tree_utils
 
-        arrays = {}
-        if self.settings.name == "adam":
-            arrays["count"] = np.asarray(tree_utils.tree_get(state, "count"))
+        counts = [value for _, value in tree_utils.tree_get_all_with_path(state, "count")]  # adam's, the schedule's
+        arrays = {"count": np.asarray(counts[0] if counts else 0)}
         for slot in self.settings.slots():
             arrays.update({f"{slot}/{k}": np.asarray(v) for k, v in tree_utils.tree_get(state, slot).items()})
         return arrays
@@ -198,7 +204,7 @@ class JaxBackend:
         jnp = self._jax.numpy
         state = self.init_opt_state(params)
         values = {slot: {k: jnp.asarray(arrays[f"{slot}/{k}"]) for k in params} for slot in self.settings.slots()}
-        if self.settings.name == "adam":
-            count = tree_utils.tree_get(state, "count")
-            values["count"] = jnp.asarray(arrays["count"], dtype=count.dtype)
+        counts = [value for _, value in tree_utils.tree_get_all_with_path(state, "count")]
+        if counts:  # every count of the chain (adam's, the schedule's) is the number of updates
+            values["count"] = jnp.asarray(arrays.get("count", 0), dtype=counts[0].dtype)
         return tree_utils.tree_set(state, **values) if values else state

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from seq2seq_ref import ATTENTION_TYPES
 from seq2seq_ref.config import DECODER_TYPES as DECODERS, ENCODER_TYPES as ENCODERS, OUTPUT_FROM
+from seq2seq_ref.optim import SCHEDULES
 from seq2seq_ref.registry import CELLS, CONNECTIONS
 
 from .backends import BACKENDS, OptimiserSettings, jax_available, make_backend
@@ -91,7 +92,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                      help="pairs per training step")
     run.add_argument("--optimizer", choices=("adam", "sgd"), default=default(OptimiserSettings, "name"),
                      help="optimiser")
-    run.add_argument("--lr", type=float, default=default(OptimiserSettings, "learning_rate"), help="learning rate")
+    run.add_argument("--lr", type=float, default=default(OptimiserSettings, "learning_rate"),
+                     help="learning rate (the peak rate of --schedule noam)")
+    run.add_argument("--schedule", choices=SCHEDULES, default=default(OptimiserSettings, "schedule"),
+                     help="learning-rate schedule: constant, or noam (linear warm-up over --warmup steps to --lr, "
+                          "then decay as 1/sqrt(step); MATH.md (S4))")
+    run.add_argument("--warmup", type=positive_int, default=default(OptimiserSettings, "warmup"),
+                     help="warm-up steps of --schedule noam")
     run.add_argument("--momentum", type=float, default=default(OptimiserSettings, "momentum"), help="for sgd")
     run.add_argument("--clip-norm", type=float, default=default(OptimiserSettings, "clip_norm"),
                      help="global-norm clipping; 0 turns it off")
@@ -134,7 +141,8 @@ def run_train(args) -> int:
                       log_every=args.log_every, eval_every=args.eval_every, keep=args.keep,
                       stop_at_accuracy=args.stop_at_accuracy or None)
     optimiser = OptimiserSettings(name=args.optimizer, learning_rate=args.lr, momentum=args.momentum,
-                                  clip_norm=args.clip_norm or None)
+                                  clip_norm=args.clip_norm or None, schedule=args.schedule,
+                                  warmup=args.warmup)
     out = Path(args.out or f"runs/{task or Path(args.data).stem}")
     backend = args.backend or default_backend()
     print(f"training {task or args.data} on {backend}; run folder {out}", file=sys.stderr)

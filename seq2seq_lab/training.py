@@ -104,7 +104,7 @@ def _check_resume(meta: dict, config: ModelConfig, data: DataSettings, optimiser
     old = ModelConfig(**meta["config"])  # a checkpoint older than a field gets its default (LSTM, one head)
     stored = {"config": {f: getattr(old, f) for f in MODEL_FIELDS},
               "data": DataSettings(**meta["data"]).to_json(),  # paths made absolute as they are now
-              "optimizer": meta["optimizer"], "seed": meta["seed"], "batch_size": meta["batch_size"]}
+              "optimizer": asdict(OptimiserSettings(**meta["optimizer"])), "seed": meta["seed"], "batch_size": meta["batch_size"]}
     for key in wanted:
         if wanted[key] != stored[key]:
             if isinstance(wanted[key], dict):
@@ -205,7 +205,7 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                 train_seconds += now - clock
                 tokens_trained += tokens_since
                 record = {"step": step, "epoch": round(step / batches_per_epoch, 3), "loss": loss,
-                          "tokens_per_s": tokens_since / (now - clock), "elapsed_s": now - started}
+                          "lr": optimiser.learning_rate_at(step - 1), "tokens_per_s": tokens_since / (now - clock), "elapsed_s": now - started}
                 tokens_since, clock = 0, now
                 log.write(json.dumps(record) + "\n")
                 log.flush()

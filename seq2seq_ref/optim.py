@@ -11,13 +11,20 @@ adam (optax.adam, eps_root = 0; optax.scale_by_adam):
     update = -lr m_hat / (sqrt(v_hat) + eps)
 clip_by_global_norm (optax.clip_by_global_norm):
     n = sqrt(sum over tensors of sum(g^2));  g <- g if n < max_norm else (g / n) * max_norm
+learning-rate schedules (optax.sgd/adam given a schedule; optax.scale_by_schedule):
+    lr is a float, or a function of c, the number of earlier updates (0 at the first);
+    noam (S4): lr(c) = peak min((c + 1) / warmup, sqrt(warmup / (c + 1)))
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 import numpy as np
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "noam")
+LearningRate = Union[float, Callable[[int], float]]
 
 
 @dataclass(frozen=True)
@@ -33,24 +40,81 @@ def _check_positive(name, value, allow_zero=False):
         raise ValueError(f"{name}: expected a float {bound}, got {value!r}")
 
 
-def sgd(learning_rate: float, momentum: float = 0.0) -> GradientTransformation:
+def noam_schedule(peak: float, warmup: int, xp=np) -> Callable:
+    """(S4) Linear warm-up to peak at update `warmup`, then decay as 1/sqrt(update) (Vaswani et al. 2017, 5.3).
+
+    Returns lr(c), c = the number of earlier updates, as optax schedules count.  xp is the array
+    namespace (numpy here; seq2seq_jax passes jax.numpy so that one formula serves both backends).
+    Vaswani's d^-0.5 warmup^-0.5 factor is the choice peak = that product.
+    """
+    def schedule(count):
+        step = count + 1.0  # a float before dividing: jax divides int32 in float32 even under x64
+        return peak * xp.minimum(step / warmup, xp.sqrt(warmup / step))
+
+    return schedule
+
+
+def check_optimizer(name: str, learning_rate: float, momentum: float = 0.0, clip_norm: float | None = None,
+                    schedule: str = "constant", warmup: int = 1) -> None:
+    """The settings of make_optimizer, in both backends: a ValueError naming the first bad one."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {name!r}")
     _check_positive("learning_rate", learning_rate)
+    _check_positive("momentum", momentum, allow_zero=True)
+    if clip_norm is not None:
+        _check_positive("clip_norm", clip_norm)
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule: expected one of {SCHEDULES}, got {schedule!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 1:
+        raise ValueError(f"warmup: expected an int >= 1, got {warmup!r}")
+
+
+def learning_rate_schedule(learning_rate: float, schedule: str = "constant", warmup: int = 1, xp=np) -> LearningRate:
+    """A float for 'constant', else the schedule function peaking at learning_rate."""
+    return learning_rate if schedule == "constant" else noam_schedule(learning_rate, warmup, xp)
+
+
+def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, momentum: float = 0.9,
+                   clip_norm: float | None = None, schedule: str = "constant", warmup: int = 1):
+    """adam or sgd (with momentum) at a scheduled learning rate, after clip_by_global_norm when clip_norm is set;
+    the same chain as seq2seq_jax.make_optimizer, so their states convert one to one."""
+    check_optimizer(name, learning_rate, momentum, clip_norm, schedule, warmup)
+    rate = learning_rate_schedule(learning_rate, schedule, warmup)
+    base = adam(rate) if name == "adam" else sgd(rate, momentum)
+    return chain(clip_by_global_norm(clip_norm), base) if clip_norm else chain(base)
+
+
+def _rate_at(learning_rate: LearningRate, count: int) -> float:
+    if callable(learning_rate):
+        return float(learning_rate(count))
+    return learning_rate
+
+
+def _check_rate(learning_rate):
+    if not callable(learning_rate):
+        _check_positive("learning_rate", learning_rate)
+
+
+def sgd(learning_rate: LearningRate, momentum: float = 0.0) -> GradientTransformation:
+    """state: {"count": updates so far, "trace": {name: m}} (trace empty without momentum)."""
+    _check_rate(learning_rate)
     _check_positive("momentum", momentum, allow_zero=True)
 
     def init(params):
-        return {name: np.zeros_like(p) for name, p in params.items()} if momentum else {}
+        return {"count": 0, "trace": {name: np.zeros_like(p) for name, p in params.items()} if momentum else {}}
 
-    def update(grads, trace):
+    def update(grads, state):
+        rate, trace = _rate_at(learning_rate, state["count"]), state["trace"]
         if momentum:
             trace = {name: g + momentum * trace[name] for name, g in grads.items()}  # (S1)
-            return {name: -learning_rate * m for name, m in trace.items()}, trace
-        return {name: -learning_rate * g for name, g in grads.items()}, trace
+            grads = trace
+        return {name: -rate * m for name, m in grads.items()}, {"count": state["count"] + 1, "trace": trace}
 
     return GradientTransformation(init, update)
 
 
-def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> GradientTransformation:
-    _check_positive("learning_rate", learning_rate)
+def adam(learning_rate: LearningRate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> GradientTransformation:
+    _check_rate(learning_rate)
     for name, value in (("b1", b1), ("b2", b2)):
         if not 0.0 <= value < 1.0:
             raise ValueError(f"{name}: expected a float in [0, 1), got {value!r}")
@@ -61,14 +125,14 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         return {"count": 0, "mu": zeros, "nu": dict(zeros)}
 
     def update(grads, state):
-        count = state["count"] + 1
+        rate, count = _rate_at(learning_rate, state["count"]), state["count"] + 1
         mu = {name: b1 * state["mu"][name] + (1 - b1) * g for name, g in grads.items()}  # (S2)
         nu = {name: b2 * state["nu"][name] + (1 - b2) * g * g for name, g in grads.items()}
         updates = {}
         for name, m in mu.items():
             m_hat = m / (1 - b1**count)
             v_hat = nu[name] / (1 - b2**count)
-            updates[name] = -learning_rate * (m_hat / (np.sqrt(v_hat) + eps))
+            updates[name] = -rate * (m_hat / (np.sqrt(v_hat) + eps))
         return updates, {"count": count, "mu": mu, "nu": nu}
 
     return GradientTransformation(init, update)

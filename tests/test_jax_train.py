@@ -16,6 +16,7 @@ from flax import nnx  # noqa: E402
 import seq2seq_jax  # noqa: E402
 from seq2seq_ref import ModelConfig, init_params, loss_and_grads, make_batch, param_shapes  # noqa: E402
 from seq2seq_ref.optim import adam, apply_updates, chain, clip_by_global_norm, sgd  # noqa: E402
+from seq2seq_ref.optim import make_optimizer as make_reference_optimizer  # noqa: E402
 from tests.helpers import float64_params, ragged_batch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +64,14 @@ def test_train_step_with_adam_and_clipping_equals_the_reference():
 
 def test_train_step_with_sgd_momentum_equals_the_reference():
     _run_both(sgd(0.1, momentum=0.9), seq2seq_jax.make_optimizer("sgd", 0.1, momentum=0.9))
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_train_step_under_the_noam_schedule_equals_the_reference(name):
+    """Six steps through warm-up (3 steps), the peak and the decay: optax's schedule count against the reference's."""
+    settings = {"name": name, "learning_rate": 1e-2, "momentum": 0.9, "clip_norm": 0.5, "schedule": "noam",
+                "warmup": 3}
+    _run_both(make_reference_optimizer(**settings), seq2seq_jax.make_optimizer(**settings), steps=6)
 
 
 def test_train_step_donates_params_and_optimiser_state():
@@ -147,7 +156,7 @@ def test_bad_input_is_refused_before_tracing():
         train_step({**params, "output/W": params["output/W"].T}, optimiser.init(params), batch)
     with pytest.raises(ValueError, match=r"compute_dtype: expected one of"):
         seq2seq_jax.loss_and_grads(params, CONFIG, batch, compute_dtype="float16")
-    with pytest.raises(ValueError, match=r"name: expected 'adam' or 'sgd', got 'rmsprop'"):
+    with pytest.raises(ValueError, match=r"optimizer: expected one of \('adam', 'sgd'\), got 'rmsprop'"):
         seq2seq_jax.make_optimizer("rmsprop")
 
 

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from seq2seq_ref.optim import adam, apply_updates, chain, clip_by_global_norm, global_norm, sgd
+from seq2seq_ref.optim import (adam, apply_updates, chain, clip_by_global_norm, global_norm, make_optimizer,
+                               noam_schedule, sgd)
 
 
 def test_adam_two_steps_by_hand():
@@ -53,6 +54,46 @@ def test_chain_and_apply_updates_keep_dtype():
     updates, _ = opt.update({"w": np.full(3, 10.0, dtype=np.float32)}, opt.init(params))
     new = apply_updates(params, updates)
     assert new["w"].dtype == np.float32 and np.all(new["w"] < 1)
+
+
+def test_noam_schedule_is_vaswanis_formula():
+    """(S4) against the paper's d^-0.5 min(step^-0.5, step warmup^-1.5), step = c + 1, peak = (d warmup)^-0.5."""
+    d, warmup = 64, 10
+    schedule = noam_schedule((d * warmup) ** -0.5, warmup)
+    for count in range(40):
+        step = count + 1
+        paper = d**-0.5 * min(step**-0.5, step * warmup**-1.5)
+        assert schedule(count) == pytest.approx(paper, rel=1e-15)
+    assert schedule(warmup - 1) == pytest.approx((d * warmup) ** -0.5, rel=1e-15)
+    assert schedule(0) == pytest.approx(schedule(warmup - 1) / warmup, rel=1e-15)
+    assert schedule(4 * warmup - 1) == pytest.approx(schedule(warmup - 1) / 2, rel=1e-15)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_a_scheduled_step_is_the_constant_step_at_that_rate(name):
+    """Update c of a scheduled optimiser equals update c of the same optimiser at the constant rate schedule(c)."""
+    schedule = noam_schedule(0.1, 3)
+    grads = [{"w": np.array([0.5, -1.0])}, {"w": np.array([2.0, 0.25])}, {"w": np.array([-1.0, 1.0])},
+             {"w": np.array([0.1, 0.3])}, {"w": np.array([1.5, -0.5])}]
+    scheduled = make_optimizer(name, 0.1, momentum=0.9, schedule="noam", warmup=3)
+    state = scheduled.init({"w": np.zeros(2)})
+    for count, g in enumerate(grads):
+        constant = adam(schedule(count)) if name == "adam" else sgd(schedule(count), 0.9)
+        expected, _ = constant.update(g, state[-1])
+        updates, state = scheduled.update(g, state)
+        np.testing.assert_array_equal(updates["w"], expected["w"])
+    assert state[-1]["count"] == len(grads)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"schedule": "cosine"}, r"schedule: expected one of \('constant', 'noam'\), got 'cosine'"),
+    ({"schedule": "noam", "warmup": 0}, r"warmup: expected an int >= 1, got 0"),
+    ({"name": "rmsprop"}, r"optimizer: expected one of \('adam', 'sgd'\), got 'rmsprop'"),
+    ({"clip_norm": -1.0}, r"clip_norm: expected a float > 0, got -1.0"),
+])
+def test_bad_optimizer_settings_name_the_setting(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_optimizer(**kwargs)
 
 
 @pytest.mark.parametrize("make", [lambda: adam(-1.0), lambda: adam(0.1, b1=1.0), lambda: sgd(0.1, momentum=-1),

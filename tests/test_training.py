@@ -41,10 +41,16 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, backend):
 
 
 def test_checkpoint_written_by_one_backend_resumes_in_the_other(tmp_path):
-    tiny_run(tmp_path / "run", 4, "numpy", optimiser=OptimiserSettings("sgd", 0.1, momentum=0.9))
-    tiny_run(tmp_path / "run", 8, "jax", optimiser=OptimiserSettings("sgd", 0.1, momentum=0.9))
-    tiny_run(tmp_path / "ref", 8, "numpy", optimiser=OptimiserSettings("sgd", 0.1, momentum=0.9))
+    """Under the noam schedule, so that the schedule's count crosses too (at step 4 the rate has passed its peak)."""
+    optimiser = OptimiserSettings("sgd", 0.1, momentum=0.9, schedule="noam", warmup=3)
+    tiny_run(tmp_path / "run", 4, "numpy", optimiser=optimiser)
+    assert load_checkpoint(list_checkpoints(tmp_path / "run")[-1]).opt_state["count"] == 4
+    tiny_run(tmp_path / "run", 8, "jax", optimiser=optimiser)
+    tiny_run(tmp_path / "ref", 8, "numpy", optimiser=optimiser)
     np.testing.assert_allclose(losses(tmp_path / "run"), losses(tmp_path / "ref"), rtol=1e-4)
+    rates = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+             if "lr" in r]
+    np.testing.assert_allclose(rates, [0.1 * min(s / 3, (3 / s) ** 0.5) for s in range(1, 9)], rtol=1e-15)
 
 
 def test_a_run_that_stopped_early_is_not_trained_further(tmp_path):
@@ -194,12 +200,14 @@ def test_missing_run_folder_is_a_clear_error(tmp_path, capsys):
     assert "expected a checkpoint in" in capsys.readouterr().err
 
 
-def test_a_checkpoint_from_before_the_cell_fields_loads_and_resumes_as_lstm(tmp_path):
+def test_a_checkpoint_from_before_the_cell_and_schedule_fields_loads_and_resumes_as_before(tmp_path):
     tiny_run(tmp_path, 4)
     path = list_checkpoints(tmp_path)[-1]
     checkpoint = load_checkpoint(path)
     for field in ("encoder", "decoder", "num_heads"):
         del checkpoint.meta["config"][field]
+    for field in ("schedule", "warmup"):
+        del checkpoint.meta["optimizer"][field]
     path.unlink()
     save_checkpoint(tmp_path, 4, checkpoint.params, checkpoint.opt_state,
                     {k: v for k, v in checkpoint.meta.items() if k not in ("format", "step")})
@@ -214,9 +222,12 @@ def test_train_command_with_gru_cells_and_multihead_attention(tmp_path, capsys):
     assert main(["train", "--task", "reverse", "--train-size", "200", "--steps", "8", "--batch-size", "16",
                  "--embed-dim", "8", "--hidden-dim", "8", "--encoder", "gru", "--decoder", "lstm",
                  "--attention", "multihead", "--heads", "4", "--backend", "numpy", "--out", run, "--no-progress",
-                 "--eval-every", "4"]) == 0
+                 "--eval-every", "4", "--log-every", "4", "--schedule", "noam", "--warmup", "4"]) == 0
     config = load_checkpoint(list_checkpoints(run)[-1]).config
     assert (config.encoder, config.decoder, config.attention, config.num_heads) == ("gru", "lstm", "multihead", 4)
+    rates = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+             if "lr" in r]
+    assert rates == pytest.approx([3e-3, 3e-3 * 0.5 ** 0.5])  # the peak at step 4, decayed by sqrt(4/8) at 8
     capsys.readouterr()
     assert main(["translate", "--run", run, "--backend", "jax", "abc"]) == 0
     assert main(["train", "--task", "reverse", "--hidden-dim", "6", "--attention", "multihead", "--heads", "4",
