@@ -25,15 +25,16 @@ def _names(kind, choices):
     return parse
 
 
-# the benchmark's cells run on both sides and count FLOPs by gate blocks: the recurrent families
-RECURRENT_CELLS = tuple(name for name, cell in CELLS.items() if not cell.own_encoder and "decoder" in cell.sides)
+# the benchmark's cells run on both sides: the families that serve both
+BENCH_CELLS = tuple(name for name, cell in CELLS.items() if {"encoder", "decoder"} <= set(cell.sides))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", choices=sorted(CONFIGS), default="seed")
     parser.add_argument("--backends", type=_names("backends", BENCH_BACKENDS), default=list(BENCH_BACKENDS))
-    parser.add_argument("--cells", type=_names("cells", RECURRENT_CELLS), default=["lstm"],
-                        help="recurrent cells to time; each is used by both the encoder and the decoder")
+    parser.add_argument("--cells", type=_names("cells", BENCH_CELLS), default=["lstm"],
+                        help="cell families to time; each is used by both the encoder and the decoder (a "
+                             "transformer at width d = hidden, FFN 4d, with --attention multihead)")
     parser.add_argument("--attention", type=_names("attention", ATTENTION_TYPES), default=["none", "bahdanau"])
     parser.add_argument("--heads", type=int, help="heads of multihead attention (default: 4, or the largest "
                         "divisor of the hidden size below 4)")
@@ -93,13 +94,13 @@ def print_table(report) -> None:
           f"({report['device']['cpu_cores']} cores), {report['device'].get('jax_device', '')}; "
           f"matmul peak {peak['gflops']:.0f} GFLOP/s ({peak['library']}, {peak['n']}^3 float32); "
           f"timed calls interleaved {', '.join(report.get('round_order', []))}, ...")
-    print(f"{'cell':<4} {'attention':<9} {'task':<6} {'backend':<6} {'ms (median)':>11} {'IQR':>7} {'tokens/s':>9} "
+    print(f"{'cell':<11} {'attention':<9} {'task':<6} {'backend':<6} {'ms (median)':>11} {'IQR':>7} {'tokens/s':>9} "
           f"{'GFLOP/s':>8} {'% peak':>7} {'peak mem':>9} {'vs torch':>8} {'paired (IQR)':>14}")
     for r in report["records"]:
         memory = r["device_peak_bytes"] or r["peak_rss_bytes"]
         ratio = f"{r['time_vs_torch']:.2f}x" if r["time_vs_torch"] is not None else "-"
         paired = (f"{r['time_vs_torch_paired']:.2f}x ({r['time_vs_torch_paired_iqr']:.2f})"
                   if r.get("time_vs_torch_paired") is not None else "-")
-        print(f"{r['cell']:<4} {r['attention']:<9} {r['task']:<6} {r['backend']:<6} {r['ms_median']:>11.1f} "
+        print(f"{r['cell']:<11} {r['attention']:<9} {r['task']:<6} {r['backend']:<6} {r['ms_median']:>11.1f} "
               f"{r['ms_iqr']:>7.1f} {r['target_tokens_per_s']:>9.0f} {r['gflops_achieved']:>8.1f} "
               f"{r['percent_of_peak']:>6.1f}% {memory / 2**20:>7.0f}Mi {ratio:>8} {paired:>14}")

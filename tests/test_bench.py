@@ -45,6 +45,31 @@ def test_flop_count_of_gru_and_multihead():
     assert forward_flops(wide, "multihead") - forward_flops(wide, "none") == attend + 2 * 2 * B * S * H * H
 
 
+def test_flop_count_of_the_transformer():
+    """benchmarks/README.md's Transformer count, term by term, at the seed config (d = 256, FFN 1024, 1 + 1 blocks)."""
+    seed = CONFIGS["seed"]
+    B, d, F, V, S, T = 64, 256, 1024, 256, 100, 100
+    projections = 2 * B * d * d  # one of Q, K, V, O per position
+    encoder = 4 * S * projections + 2 * (2 * B * S * S * d) + 2 * (2 * B * S * d * F)
+    self_attention = 4 * T * projections + 2 * (2 * B * T * T * d)
+    cross_attention = 2 * T * projections + 2 * S * projections + 2 * (2 * B * T * S * d)
+    decoder = self_attention + cross_attention + 2 * (2 * B * T * d * F)
+    assert forward_flops(seed, "multihead", cell="transformer") == encoder + decoder + 2 * B * T * d * V
+    assert train_step_flops(seed, "multihead", "transformer") == 3 * (encoder + decoder + 2 * B * T * d * V)
+    # attention is quadratic in length: doubling both lengths more than doubles the count
+    long = seed.replace(src_len=200, tgt_len=200)
+    assert forward_flops(long, "multihead", cell="transformer") > 2 * forward_flops(seed, "multihead",
+                                                                                   cell="transformer")
+    # cached decoding: position t attends to t keys, T(T+1)/2 pairs instead of T^2
+    cached = forward_flops(seed, "multihead", decode_steps=T, cell="transformer")
+    assert forward_flops(seed, "multihead", cell="transformer") - cached == 2 * 2 * B * d * (T * T - T * (T + 1) // 2)
+    model = seed.model("multihead", "transformer")
+    assert (model.embed_dim, model.hidden_dim, model.inner_dim, model.num_heads, model.bidirectional) == \
+        (256, 256, 1024, 4, False)
+    with pytest.raises(ValueError, match="attention: expected 'multihead' with cell 'transformer'"):
+        seed.model("bahdanau", "transformer")
+
+
 def test_interleaved_schedule():
     assert interleaved_schedule(["numpy", "jax", "torch"], 2) == [
         (0, "numpy"), (0, "jax"), (0, "torch"), (1, "numpy"), (1, "jax"), (1, "torch")]
@@ -73,14 +98,14 @@ def test_torch_ratios_match_cell_attention_and_task():
 
 def test_bench_command_smoke(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = main(["bench", "--config", "tiny", "--backends", "numpy,jax,torch", "--cells", "lstm,gru",
+    code = main(["bench", "--config", "tiny", "--backends", "numpy,jax,torch", "--cells", "lstm,gru,transformer",
                  "--attention", "multihead", "--warmup", "1", "--repeats", "3", "--json", str(out)])
     assert code == 0 and "vs torch" in capsys.readouterr().out
     report = json.loads(out.read_text())
     assert report["config"]["name"] == "tiny" and report["versions"]["numpy"] and report["device"]["cpu_cores"]
     assert report["matmul_peak"]["gflops"] > 0 and report["round_order"] == ["numpy", "jax", "torch"]
     records = report["records"]
-    points = {(c, "multihead", t) for c in ("lstm", "gru") for t in ("train", "decode")}
+    points = {(c, "multihead", t) for c in ("lstm", "gru", "transformer") for t in ("train", "decode")}
     assert {(r["backend"], r["cell"], r["attention"], r["task"]) for r in records} == {
         (b, *p) for b in ("numpy", "jax", "torch") for p in points}
     for r in records:
@@ -120,6 +145,8 @@ def test_bench_rejects_bad_arguments(capsys):
     assert "repeats: expected a positive int, got 0" in capsys.readouterr().err
     assert main(["bench", "--config", "tiny", "--attention", "multihead", "--heads", "3"]) == 2
     assert "num_heads: expected a divisor of hidden_dim (8), got 3" in capsys.readouterr().err
+    assert main(["bench", "--config", "tiny", "--cells", "transformer", "--attention", "none"]) == 2
+    assert "attention: expected 'multihead' with cell 'transformer'" in capsys.readouterr().err
 
 
 def grid_config(encoder, decoder, attention, layers, bidirectional):

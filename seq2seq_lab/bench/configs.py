@@ -20,13 +20,24 @@ class BenchConfig:
     layers: int = 1
     bidirectional: bool = False
     heads: int | None = None  # multi-head attention's heads; None: default_heads(hidden)
+    ffn: int | None = None  # a Transformer block's feed-forward width; None: 4 * hidden
 
     def model(self, attention: str, cell: str = "lstm") -> ModelConfig:
-        """The model of one benchmark point: `cell` on both sides, `heads` heads where attention is multi-head."""
-        heads = (self.heads or default_heads(self.hidden)) if attention == "multihead" else 1
-        return ModelConfig(src_vocab_size=self.vocab, tgt_vocab_size=self.vocab, embed_dim=self.embed,
-                           hidden_dim=self.hidden, num_layers=self.layers, bidirectional=self.bidirectional,
-                           attention=attention, encoder=cell, decoder=cell, num_heads=heads)
+        """The model of one benchmark point: `cell` on both sides, `heads` heads where attention is multi-head.
+
+        A family with its own stack (the Transformer) has one width d = hidden for embeddings and blocks, the
+        heads of multi-head attention in its blocks, no second direction, and positions up to the lengths.
+        """
+        own_stack = CELLS[cell].own_encoder
+        heads = (self.heads or default_heads(self.hidden)) if attention == "multihead" or own_stack else 1
+        if CELLS[cell].own_decoder and attention != "multihead":
+            raise ValueError(f"attention: expected 'multihead' with cell {cell!r}, whose decoder blocks read the "
+                             f"encoder by multi-head cross-attention, got {attention!r}")
+        return ModelConfig(src_vocab_size=self.vocab, tgt_vocab_size=self.vocab,
+                           embed_dim=self.hidden if own_stack else self.embed, hidden_dim=self.hidden,
+                           num_layers=self.layers, bidirectional=self.bidirectional and not own_stack,
+                           attention=attention, encoder=cell, decoder=cell, num_heads=heads, ffn_dim=self.ffn,
+                           max_positions=max(512, self.src_len, self.tgt_len))
 
     def replace(self, **changes) -> "BenchConfig":
         return dataclasses.replace(self, **changes)
@@ -61,8 +72,29 @@ def cell_step_flops(batch: int, input_dim: int, hidden: int, cell: str = "lstm")
     return 2 * batch * (input_dim + hidden) * gate_blocks(cell) * hidden
 
 
+def transformer_forward_flops(c: BenchConfig, decode_steps: int | None = None) -> int:
+    """Matrix-multiply FLOPs of one forward pass of a Transformer on both sides (benchmarks/README.md).
+
+    Per block, (T4) attention: the Q, K, V, O projections (2 B n d^2 each over n positions) and the two
+    quadratic products, scores Q K^T and context alpha V (2 B n m d each, n queries over m keys); (T7) the
+    feed-forward network 2 * 2 B n d F.  Training computes the whole causal T x T score matrix (masked
+    entries included); decoding with a key/value cache has position t attend to t keys only.
+    """
+    B, d, V, S, L = c.batch, c.hidden, c.vocab, c.src_len, c.layers
+    F = c.ffn or 4 * d
+    T = c.tgt_len if decode_steps is None else decode_steps
+    self_pairs = T * T if decode_steps is None else T * (T + 1) // 2
+    encoder = L * (4 * 2 * B * S * d * d + 2 * 2 * B * S * S * d + 2 * 2 * B * S * d * F)
+    decoder = L * (4 * 2 * B * T * d * d + 2 * 2 * B * self_pairs * d             # (T10) causal self-attention
+                   + 2 * 2 * B * T * d * d + 2 * 2 * B * S * d * d + 2 * 2 * B * T * S * d  # (T11) cross: Q, O; K, V
+                   + 2 * 2 * B * T * d * F)                                        # (T12)
+    return encoder + decoder + 2 * B * T * d * V
+
+
 def forward_flops(c: BenchConfig, attention: str, decode_steps: int | None = None, cell: str = "lstm") -> int:
     """Matrix-multiply FLOPs of one forward pass (elementwise work is left out; it is O(1/H) of this)."""
+    if CELLS[cell].own_encoder:
+        return transformer_forward_flops(c, decode_steps)
     B, E, H, V, S = c.batch, c.embed, c.hidden, c.vocab, c.src_len
     T = c.tgt_len if decode_steps is None else decode_steps
     dirs = 2 if c.bidirectional else 1
