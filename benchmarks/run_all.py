@@ -77,8 +77,9 @@ def plot_cells_sweep(points, device: str) -> None:
             ax.plot([p["length"] for p in xs], [p["ms_median"] for p in xs], style, label=f"{cell}, {backend}")
     ax.set(xlabel="source = target length", ylabel="ms per training step (median)", xscale="log", yscale="log",
            title="LSTM vs Transformer, multi-head attention (seed config, batch 64)")
+    ax.minorticks_off()
     ax.set_xticks(TRANSFORMER_LENGTHS, [str(n) for n in TRANSFORMER_LENGTHS])
-    ax.grid(alpha=0.3, which="both")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / f"sweep_cells_{device}.png", dpi=110)

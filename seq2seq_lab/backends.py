@@ -79,6 +79,9 @@ class NumpyBackend:
     def __init__(self, config: ModelConfig, optimiser: OptimiserSettings):
         from seq2seq_ref import optim
 
+        from .allocator import keep_freed_memory
+
+        keep_freed_memory()  # large temporaries stay in the heap between steps (allocator.py)
         self.config, self.settings = config, optimiser
         self.optimiser = optim.make_optimizer(**optimiser.arguments())
         self._apply = optim.apply_updates

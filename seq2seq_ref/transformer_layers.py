@@ -29,9 +29,9 @@ def layer_norm_forward(x, gamma, beta, eps=1e-5):
 
     x: [..., d]; gamma, beta: [d].  Returns y [..., d] and the cache.
     """
-    mean = x.mean(axis=-1, keepdims=True)
-    inv_std = 1.0 / np.sqrt(((x - mean) ** 2).mean(axis=-1, keepdims=True) + eps)
-    x_hat = (x - mean) * inv_std
+    centred = x - x.mean(axis=-1, keepdims=True)
+    inv_std = 1.0 / np.sqrt((centred * centred).mean(axis=-1, keepdims=True) + eps)
+    x_hat = centred * inv_std
     return gamma * x_hat + beta, (x_hat, inv_std, gamma)
 
 
@@ -43,6 +43,17 @@ def layer_norm_backward(dy, cache):
     dx = inv_std * (dx_hat - dx_hat.mean(axis=-1, keepdims=True)
                     - x_hat * (dx_hat * x_hat).mean(axis=-1, keepdims=True))
     return dx, (dy * x_hat).reshape(-1, d).sum(axis=0), dy.reshape(-1, d).sum(axis=0)
+
+
+def linear(x, W, b=None):
+    """x W (+ b) over the last axis, as one matrix product over all leading axes: x [..., n], W [n, m].
+
+    numpy multiplies a [B, T, n] stack by W matrix by matrix; flattened to [B T, n] it is one GEMM.
+    """
+    out = x.reshape(-1, x.shape[-1]) @ W
+    if b is not None:
+        out += b
+    return out.reshape(*x.shape[:-1], W.shape[1])
 
 
 # While a gradient check watches for kinks (gradcheck.relu_signs), every relu appends its sign pattern here.
@@ -58,16 +69,16 @@ def relu(x):
 
 def feed_forward_forward(x, W_1, b_1, W_2, b_2):
     """(T3) y = relu(x W_1 + b_1) W_2 + b_2.  x: [..., d], W_1: [d, f], W_2: [f, d].  Returns y and the cache."""
-    hidden = relu(x @ W_1 + b_1)
-    return hidden @ W_2 + b_2, (x, hidden, W_1, W_2)
+    hidden = relu(linear(x, W_1, b_1))
+    return linear(hidden, W_2, b_2), (x, hidden, W_1, W_2)
 
 
 def feed_forward_backward(dy, cache):
     """(T3') Returns dx, dW_1, db_1, dW_2, db_2."""
     x, hidden, W_1, W_2 = cache
     flat = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731
-    dhidden = (dy @ W_2.T) * (hidden > 0)
-    return (dhidden @ W_1.T, flat(x).T @ flat(dhidden), flat(dhidden).sum(axis=0),
+    dhidden = linear(dy, W_2.T) * (hidden > 0)
+    return (linear(dhidden, W_1.T), flat(x).T @ flat(dhidden), flat(dhidden).sum(axis=0),
             flat(hidden).T @ flat(dy), flat(dy).sum(axis=0))
 
 
@@ -89,13 +100,13 @@ def attention_forward(x, memory, mask, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, n
     Returns y [B, T, d], the weights alpha [B, heads, T, S] and the cache.
     """
     d_head = W_q.shape[1] // num_heads
-    Q = split_heads(x @ W_q + b_q, num_heads)
-    K, V = (split_heads(memory @ W + b, num_heads) for W, b in ((W_k, b_k), (W_v, b_v)))
+    Q = split_heads(linear(x, W_q, b_q), num_heads)
+    K, V = (split_heads(linear(memory, W, b), num_heads) for W, b in ((W_k, b_k), (W_v, b_v)))
     alpha = masked_softmax(Q @ K.transpose(0, 1, 3, 2) / np.sqrt(d_head), mask)
     dropped = dropout_forward(alpha, weight_keep)
     heads = merge_heads(dropped @ V)
     cache = (x, memory, Q, K, V, alpha, dropped, weight_keep, heads, W_q, W_k, W_v, W_o, d_head)
-    return heads @ W_o + b_o, alpha, cache
+    return linear(heads, W_o, b_o), alpha, cache
 
 
 def attention_backward(dy, cache):
@@ -103,14 +114,14 @@ def attention_backward(dy, cache):
     x, memory, Q, K, V, alpha, dropped, weight_keep, heads, W_q, W_k, W_v, W_o, d_head = cache
     flat = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731
     dW_o, db_o = flat(heads).T @ flat(dy), flat(dy).sum(axis=0)
-    dheads = split_heads(dy @ W_o.T, Q.shape[1])
+    dheads = split_heads(linear(dy, W_o.T), Q.shape[1])
     dalpha = dropout_backward(dheads @ V.transpose(0, 1, 3, 2), weight_keep)
     dV = merge_heads(dropped.transpose(0, 1, 3, 2) @ dheads)
     dscores = masked_softmax_backward(dalpha, alpha) / np.sqrt(d_head)
     dQ, dK = merge_heads(dscores @ K), merge_heads(dscores.transpose(0, 1, 3, 2) @ Q)
     grads = [flat(x).T @ flat(dQ), flat(dQ).sum(axis=0), flat(memory).T @ flat(dK), flat(dK).sum(axis=0),
              flat(memory).T @ flat(dV), flat(dV).sum(axis=0), dW_o, db_o]
-    return (dQ @ W_q.T, dK @ W_k.T + dV @ W_v.T, *grads)
+    return (linear(dQ, W_q.T), linear(dK, W_k.T) + linear(dV, W_v.T), *grads)
 
 
 def self_attention_forward(x, mask, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads, weight_keep=None):

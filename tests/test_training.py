@@ -10,6 +10,7 @@ from seq2seq_lab.checkpoint import CheckpointError, list_checkpoints, load_check
 from seq2seq_lab.cli import main
 from seq2seq_lab.data import DataSettings
 from seq2seq_lab.training import ModelOptions, RunSettings, TrainingDiverged, train
+from seq2seq_lab.vocab import Vocab
 
 TINY = ModelOptions(embed_dim=8, hidden_dim=16, bidirectional=True, attention="bahdanau")
 DATA = DataSettings(task="reverse", train_size=200)
@@ -233,3 +234,18 @@ def test_train_command_with_gru_cells_and_multihead_attention(tmp_path, capsys):
     assert main(["train", "--task", "reverse", "--hidden-dim", "6", "--attention", "multihead", "--heads", "4",
                  "--out", str(tmp_path / "bad"), "--backend", "numpy"]) == 2
     assert "num_heads: expected a divisor of hidden_dim (6), got 4" in capsys.readouterr().err
+
+
+def test_the_numpy_backend_keeps_freed_memory(monkeypatch):
+    """allocator.keep_freed_memory (glibc keeps large freed blocks for reuse) takes effect on glibc and is what
+    the numpy backend asks for when it starts."""
+    import platform
+
+    from seq2seq_lab import allocator
+    from seq2seq_lab.backends import make_backend
+
+    assert allocator.keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
+    calls = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
+    make_backend("numpy", TINY.config(*[Vocab.build(["abc"])] * 2), OptimiserSettings())
+    assert calls == [1]

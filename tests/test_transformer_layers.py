@@ -5,7 +5,7 @@ import pytest
 
 from seq2seq_ref.gradcheck import numerical_gradient_array as num_grad
 from seq2seq_ref.transformer_layers import (
-    attention_mask, feed_forward_backward, feed_forward_forward, layer_norm_backward, layer_norm_forward,
+    attention_mask, feed_forward_backward, feed_forward_forward, layer_norm_backward, layer_norm_forward, linear,
     self_attention_backward, self_attention_forward, sinusoidal_positions,
 )
 from tests.helpers import assert_close_rel
@@ -17,6 +17,15 @@ def test_sinusoidal_positions():
     P = sinusoidal_positions(50, 7)
     assert P.shape == (50, 7) and np.allclose(P[0, 0::2], 0) and np.allclose(P[0, 1::2], 1)
     assert np.isclose(P[3, 2], np.sin(3 / 10000 ** (2 / 7))) and np.isclose(P[3, 5], np.cos(3 / 10000 ** (4 / 7)))
+
+
+def test_linear_is_the_product_over_the_last_axis(rng):
+    """One GEMM over the flattened leading axes, equal to numpy's stacked product; also for a transposed W."""
+    x, W, b = rng.standard_normal((3, 4, 5)), rng.standard_normal((5, 6)), rng.standard_normal(6)
+    np.testing.assert_allclose(linear(x, W, b), x @ W + b, rtol=1e-14)
+    np.testing.assert_allclose(linear(x[:, ::2], W), x[:, ::2] @ W, rtol=1e-14)  # a strided input
+    np.testing.assert_allclose(linear(x @ W, W.T), x @ W @ W.T, rtol=1e-13)
+    assert linear(x.astype(np.float32), W.astype(np.float32), b.astype(np.float32)).dtype == np.float32
 
 
 def test_layer_norm_backward(rng):

@@ -30,6 +30,9 @@ def numpy_runner(c: BenchConfig, cell: str, attention: str, task: str, options: 
     from seq2seq_ref.decode import greedy_decode
     from seq2seq_ref.optim import adam, apply_updates
 
+    from ..allocator import keep_freed_memory
+
+    keep_freed_memory()  # as `seq2seq train --backend numpy` does
     config, batch = c.model(attention, cell), full_length_batch(c)
     state = {"params": init_params(config, 0)}
     optimiser = adam(1e-3)
