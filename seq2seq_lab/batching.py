@@ -83,6 +83,15 @@ def make_padded_batch(data: EncodedPairs, indices, config: ModelConfig, pad_mult
     return make_batch(src, tgt, config, src_width=src_width, tgt_width=tgt_width)
 
 
+def unk_dropout(batch: Batch, rate: float, rng: np.random.Generator, unk_id: int) -> Batch:
+    """Each source token (padding excepted) becomes <unk> with probability rate, so that the model learns what an
+    unseen input token means (word dropout to <unk>; Sennrich et al. 2016 drop whole source words)."""
+    if rate == 0.0:
+        return batch
+    dropped = (rng.random(batch.src.shape) < rate) & (np.arange(batch.src.shape[1]) < batch.src_lengths[:, None])
+    return batch._replace(src=np.where(dropped, unk_id, batch.src))
+
+
 def sequential_batches(n: int, batch_size: int) -> list[np.ndarray]:
     """In order, for evaluation."""
     return [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]

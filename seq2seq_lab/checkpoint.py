@@ -21,6 +21,7 @@ from seq2seq_ref.validation import check_params
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^checkpoint-(\d{8})\.npz$")
+BEST = "best.npz"  # the checkpoint selected on validation (--select-by), params only
 
 
 class CheckpointError(ValueError):
@@ -62,11 +63,28 @@ def save_checkpoint(directory: str | Path, step: int, params, opt_state, meta: d
         raise ValueError(f"keep: expected an int >= 1, got {keep}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    final = _write(checkpoint_path(directory, step), step, params, opt_state, meta)
+    # Only checkpoints older than this one: a later step in the folder is not ours to prune.
+    older = [path for path in list_checkpoints(directory) if checkpoint_step(path) < step]
+    for old in older[: max(0, len(older) - (keep - 1))]:
+        old.unlink(missing_ok=True)
+    return final
+
+
+def save_best(directory: str | Path, step: int, params, meta: dict) -> Path:
+    """Write best.npz (the params of step, no optimiser state) atomically, replacing the previous best."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    return _write(directory / BEST, step, params, {}, meta)
+
+
+def _write(final: Path, step: int, params, opt_state, meta: dict) -> Path:
+    """A temporary file in the same folder, fsync, rename: a crash never leaves a torn `final`."""
+    directory = final.parent
     meta = {**meta, "format": FORMAT_VERSION, "step": int(step)}
     arrays = {f"params/{k}": np.asarray(v) for k, v in params.items()}
     arrays.update({f"opt/{k}": np.asarray(v) for k, v in opt_state.items()})
     arrays["meta.json"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
-    final = checkpoint_path(directory, step)
     temporary = directory / f".{final.name}.{os.getpid()}.tmp"
     try:
         with open(temporary, "wb") as handle:
@@ -78,10 +96,6 @@ def save_checkpoint(directory: str | Path, step: int, params, opt_state, meta: d
         if temporary.exists():
             temporary.unlink()
     _fsync_directory(directory)
-    # Only checkpoints older than this one: a later step in the folder is not ours to prune.
-    older = [path for path in list_checkpoints(directory) if checkpoint_step(path) < step]
-    for old in older[: max(0, len(older) - (keep - 1))]:
-        old.unlink(missing_ok=True)
     return final
 
 
@@ -129,3 +143,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 def latest_checkpoint(directory: str | Path) -> Checkpoint | None:
     paths = list_checkpoints(directory)
     return load_checkpoint(paths[-1]) if paths else None
+
+
+def best_checkpoint(directory: str | Path) -> Checkpoint | None:
+    """best.npz of the run, or None where no evaluation has selected one yet."""
+    path = Path(directory) / BEST
+    return load_checkpoint(path) if path.exists() else None

@@ -65,11 +65,11 @@ def _finish(corpus: Corpus, path, argument: str, on_error: str) -> Corpus:
     return corpus
 
 
-def read_tsv(path: str | Path, on_error: str = "fail") -> Corpus:
-    """Lines 'source<TAB>target[<TAB>anything]'; blank lines are ignored."""
+def read_tsv(path: str | Path, on_error: str = "fail", argument: str = "data") -> Corpus:
+    """Lines 'source<TAB>target[<TAB>anything]'; blank lines are ignored.  argument names the option in errors."""
     _check_on_error(on_error)
     corpus = Corpus([])
-    for number, line in enumerate(_read_lines(path, "data"), start=1):
+    for number, line in enumerate(_read_lines(path, argument), start=1):
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -79,15 +79,16 @@ def read_tsv(path: str | Path, on_error: str = "fail") -> Corpus:
             corpus.skipped.append((number, "expected a non-empty source and target"))
         else:
             corpus.pairs.append((fields[0].strip(), fields[1].strip()))
-    return _finish(corpus, path, "data", on_error)
+    return _finish(corpus, path, argument, on_error)
 
 
-def read_parallel(source_path: str | Path, target_path: str | Path, on_error: str = "fail") -> Corpus:
-    """Line i of source_path translates to line i of target_path."""
+def read_parallel(source_path: str | Path, target_path: str | Path, on_error: str = "fail",
+                  arguments: tuple[str, str] = ("data", "data_target")) -> Corpus:
+    """Line i of source_path translates to line i of target_path.  arguments name the two options in errors."""
     _check_on_error(on_error)
-    sources, targets = _read_lines(source_path, "data"), _read_lines(target_path, "data_target")
+    sources, targets = _read_lines(source_path, arguments[0]), _read_lines(target_path, arguments[1])
     if len(sources) != len(targets):
-        raise ValueError(f"data_target: expected as many lines as {source_path} ({len(sources)}), "
+        raise ValueError(f"{arguments[1]}: expected as many lines as {source_path} ({len(sources)}), "
                          f"got {len(targets)} in {target_path}")
     corpus = Corpus([])
     for number, (source, target) in enumerate(zip(sources, targets), start=1):
@@ -97,7 +98,16 @@ def read_parallel(source_path: str | Path, target_path: str | Path, on_error: st
             corpus.skipped.append((number, "expected a non-empty line in both files"))
         else:
             corpus.pairs.append((source.strip(), target.strip()))
-    return _finish(corpus, source_path, "data", on_error)
+    return _finish(corpus, source_path, arguments[0], on_error)
+
+
+def read_corpus(source_path: str | Path, target_path: str | Path | None = None, on_error: str = "fail",
+                argument: str = "data") -> Corpus:
+    """A TSV file, or with target_path two aligned files; argument is the option's name ("data", "valid_data")."""
+    if target_path is None:
+        return read_tsv(source_path, on_error, argument)
+    target_argument = "data_target" if argument == "data" else argument.replace("_data", "_target")
+    return read_parallel(source_path, target_path, on_error, (argument, target_argument))
 
 
 def split_corpus(pairs: list[tuple[str, str]], seed: int = 0, valid_fraction: float = 0.05,

@@ -8,7 +8,7 @@ import numpy as np
 from seq2seq_ref.batch import pad_sequences
 
 from .batching import EncodedPairs, make_padded_batch, round_width, sequential_batches
-from .vocab import EOS_ID, PAD_ID, Vocab
+from .vocab import EOS_ID, PAD_ID, UNK_ID
 
 
 # Rows per batch are capped so that rows * source width * max_len (the attention weights kept for
@@ -58,38 +58,57 @@ def perplexity(backend, params, data: EncodedPairs, config, batch_size: int = 25
 
 
 def _decode_with_references(backend, params, data: EncodedPairs, batch_size: int, beam: int = 1,
-                            max_len: int | None = None):
+                            max_len: int | None = None, length_penalty: float = 0.6):
     """Each sentence's output ids and its reference ids (target + EOS).
 
     Decodes up to 5 tokens past the longest reference, and never past max_len
     (the run's --max-len: no training target was longer).
     """
     limit = data.max_tgt_len + 5 if max_len is None else min(data.max_tgt_len + 5, max_len)
-    outputs, _ = decode_ids(backend, params, data.src, limit, batch_size, beam)
+    outputs, _ = decode_ids(backend, params, data.src, limit, batch_size, beam, length_penalty)
     return outputs, [[*target, EOS_ID] for target in data.tgt]
 
 
-def evaluate(backend, params, config, data: EncodedPairs, tgt_vocab: Vocab, batch_size: int = 256, beam: int = 1,
-             with_perplexity: bool = True, max_len: int | None = None) -> dict:
-    """Scores of greedy (or beam) output against the references, decoding at most max_len tokens."""
-    import sacrebleu
+def references_by_source(texts: list[tuple[str, str]]) -> tuple[list[int], list[list[str | None]]]:
+    """Multiple references where a source repeats (Tatoeba-style files list each translation on its own line).
 
-    outputs, references = _decode_with_references(backend, params, data, batch_size, beam, max_len)
+    Returns the row of each distinct source's first occurrence (in order), and sacrebleu's reference streams:
+    stream k holds every source's k-th reference, None where a source has fewer.
+    """
+    rows, targets = {}, {}
+    for row, (source, target) in enumerate(texts):
+        rows.setdefault(source, row)
+        targets.setdefault(source, []).append(target)
+    most = max(map(len, targets.values()))
+    streams = [[refs[k] if k < len(refs) else None for refs in targets.values()] for k in range(most)]
+    return list(rows.values()), streams
+
+
+def evaluate(backend, params, config, data: EncodedPairs, tgt_vocab, batch_size: int = 256, beam: int = 1,
+             with_perplexity: bool = True, max_len: int | None = None, length_penalty: float = 0.6) -> dict:
+    """Scores of greedy (or beam) output against the references, decoding at most max_len tokens.
+
+    exact_match and token_accuracy are per pair; BLEU and chrF (sacrebleu, on detokenised text) score each
+    distinct source once against all of its references; unk_outputs counts outputs holding <unk>.
+    """
+    from sacrebleu.metrics import BLEU, CHRF
+
+    outputs, references = _decode_with_references(backend, params, data, batch_size, beam, max_len, length_penalty)
     correct = sum(sum(a == b for a, b in zip(o, r)) for o, r in zip(outputs, references))
-    hypotheses = [tgt_vocab.decode(output) for output in outputs]
-    reference_texts = [target_text for _, target_text in data.texts]
+    rows, streams = references_by_source(data.texts)
+    hypotheses = [tgt_vocab.decode(outputs[row]) for row in rows]
+    bleu, chrf = BLEU(), CHRF()
     scores = {
         "examples": len(outputs),
         "exact_match": float(np.mean([o == r for o, r in zip(outputs, references)])),
         "token_accuracy": correct / sum(map(len, references)),
-        "bleu": sacrebleu.corpus_bleu(hypotheses, [reference_texts]).score,
-        "chrf": sacrebleu.corpus_chrf(hypotheses, [reference_texts]).score,
+        "bleu": bleu.corpus_score(hypotheses, streams).score,
+        "chrf": chrf.corpus_score(hypotheses, streams).score,
+        "distinct_sources": len(rows),
+        "unk_outputs": sum(UNK_ID in output for output in outputs),
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
     }
     if with_perplexity:
         scores["perplexity"] = perplexity(backend, params, data, config, batch_size)
     return scores
-
-
-def exact_match(backend, params, data: EncodedPairs, batch_size: int = 256, max_len: int | None = None) -> float:
-    outputs, references = _decode_with_references(backend, params, data, batch_size, max_len=max_len)
-    return float(np.mean([o == r for o, r in zip(outputs, references)]))

@@ -72,3 +72,25 @@ def plot_attention(items, out_path: str | Path) -> Path:
         fig.savefig(out_path, dpi=110)
     plt.close(fig)
     return Path(out_path)
+
+
+def plot_validation_bleu(runs: dict[str, str | Path], out_path: str | Path, anchor: dict | None = None) -> Path:
+    """Validation BLEU against wall-clock minutes, one line per run folder (label -> folder); anchor: an optional
+    {"label": str, "minutes": [...], "bleu": [...]} drawn dashed, for a reference recipe measured elsewhere."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, folder in runs.items():
+        records = [r for r in read_metrics(Path(folder) / "metrics.jsonl") if "valid_bleu" in r and "elapsed_s" in r]
+        if not records:
+            raise ValueError(f"runs: expected validation records with valid_bleu in {folder}/metrics.jsonl, got none")
+        ax.plot([r["elapsed_s"] / 60 for r in records], [r["valid_bleu"] for r in records], "o-", label=label,
+                markersize=3)
+    if anchor:
+        ax.plot(anchor["minutes"], anchor["bleu"], "s--", color="gray", label=anchor["label"])
+    ax.set(xlabel="wall-clock minutes (training and validation)", ylabel="validation BLEU (greedy)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return Path(out_path)

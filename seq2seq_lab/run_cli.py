@@ -15,13 +15,12 @@ from seq2seq_ref.optim import SCHEDULES
 from seq2seq_ref.registry import CELLS, CONNECTIONS
 
 from .backends import BACKENDS, OptimiserSettings, jax_available, make_backend
-from .checkpoint import CheckpointError, latest_checkpoint
-from .corpus import read_parallel, read_tsv, split_lines
-from .data import DataSettings, check_fingerprints, load_splits
+from .checkpoint import CheckpointError, best_checkpoint, latest_checkpoint, load_checkpoint
+from .corpus import read_corpus, split_lines
+from .data import TOKENIZERS, DataSettings, check_fingerprints, load_splits, vocab_from_json
 from .evaluate import decode_ids, evaluate
 from .tasks import TASKS
-from .training import DEFAULT_STEPS, ModelOptions, RunSettings, TrainingDiverged, encode_splits, train
-from .vocab import TOKENIZERS, Vocab, tokenize
+from .training import DEFAULT_STEPS, SELECT_BY, ModelOptions, RunSettings, TrainingDiverged, encode_splits, train
 
 DEFAULT_RUN = "runs/dates"
 
@@ -40,12 +39,22 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--task", choices=TASKS, default=None, help="built-in task (default: dates, unless --data)")
     data.add_argument("--data", help="TSV file 'source<TAB>target[<TAB>...]', or the source side of two aligned files")
     data.add_argument("--data-target", help="target side of two aligned plain-text files")
+    for split in ("valid", "test"):
+        data.add_argument(f"--{split}-data", help=f"a given {split} split (TSV, or the source side of two aligned "
+                          f"files): with --valid-data nothing is re-split, --data is all training pairs"
+                          f"{'' if split == 'valid' else ', and without --test-data there is no test split'}")
+        data.add_argument(f"--{split}-target", help=f"target side of --{split}-data's aligned files")
     data.add_argument("--tokenizer", choices=TOKENIZERS, default=default(DataSettings, "tokenizer"),
-                      help="for --data (tasks are char-level)")
+                      help="for --data (tasks are char-level): characters, words, or a sentencepiece subword "
+                           "model (bpe, unigram) trained on the training split and stored in every checkpoint")
+    data.add_argument("--vocab-size", type=positive_int, default=default(DataSettings, "vocab_size"),
+                      help="pieces of a bpe/unigram model, with the 4 specials and 256 byte-fallback pieces")
+    data.add_argument("--shared-vocab", action="store_true",
+                      help="one bpe/unigram model for source and target (default: one per side)")
     data.add_argument("--min-freq", type=int, default=default(DataSettings, "min_freq"),
-                      help="keep tokens seen at least this often in training")
+                      help="keep tokens seen at least this often in training (char, word)")
     data.add_argument("--max-vocab", type=int, default=default(DataSettings, "max_vocab"),
-                      help="at most this many tokens, specials included")
+                      help="at most this many tokens, specials included (char, word)")
     data.add_argument("--max-len", type=int, default=default(DataSettings, "max_len"),
                       help="drop pairs with a longer side (tokens), in every split; also the longest output "
                            "decoded when scoring")
@@ -113,15 +122,30 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--log-every", type=int, default=default(RunSettings, "log_every"),
                      help="steps between loss records in metrics.jsonl")
     run.add_argument("--eval-every", type=int, default=default(RunSettings, "eval_every"),
-                     help="validation exact match + checkpoint")
+                     help="steps between validations (loss, exact match, BLEU, chrF) and checkpoints")
+    run.add_argument("--eval-examples", type=positive_int, default=default(RunSettings, "eval_examples"),
+                     help="validate on the first N validation pairs (in file order)")
+    run.add_argument("--select-by", choices=tuple(SELECT_BY), default=default(RunSettings, "select_by"),
+                     help="keep best.npz, the checkpoint of the best validation bleu, loss or exact match "
+                          "(default: exact for a built-in task, bleu for --data); evaluate and translate use it")
+    run.add_argument("--patience", type=positive_int, default=default(RunSettings, "patience"),
+                     help="stop after this many validations without a better --select-by score (default: never)")
     run.add_argument("--stop-at-accuracy", type=fraction, default=default(RunSettings, "stop_at_accuracy"),
                      help="stop once validation exact match reaches this (0 never stops early)")
+    run.add_argument("--unk-dropout", type=float, default=default(RunSettings, "unk_dropout"),
+                     help="each training source token becomes <unk> with this probability, so that the model "
+                          "learns to read past words and characters it never saw (0: off)")
+    run.add_argument("--max-minutes", type=float, default=default(RunSettings, "max_minutes"),
+                     help="stop after this many minutes of wall time in this invocation, validating and saving "
+                          "the last step first (default: no limit)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run_train(args) -> int:
     task = args.task or (None if args.data else "dates")
-    data = DataSettings(task=task, data=args.data, data_target=args.data_target, tokenizer=args.tokenizer,
+    data = DataSettings(task=task, data=args.data, data_target=args.data_target, valid_data=args.valid_data,
+                        valid_target=args.valid_target, test_data=args.test_data, test_target=args.test_target,
+                        tokenizer=args.tokenizer, vocab_size=args.vocab_size, shared_vocab=args.shared_vocab,
                         min_freq=args.min_freq, max_vocab=args.max_vocab, max_len=args.max_len,
                         on_error="skip" if args.skip_malformed else "fail", train_size=args.train_size)
     defaults, families = ModelOptions(), (CELLS[args.encoder], CELLS[args.decoder])
@@ -139,6 +163,8 @@ def run_train(args) -> int:
     steps = args.steps if args.steps is not None or args.epochs is not None else DEFAULT_STEPS
     run = RunSettings(steps=steps, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                       log_every=args.log_every, eval_every=args.eval_every, keep=args.keep,
+                      eval_examples=args.eval_examples, select_by=args.select_by, patience=args.patience,
+                      unk_dropout=args.unk_dropout, max_minutes=args.max_minutes,
                       stop_at_accuracy=args.stop_at_accuracy or None)
     optimiser = OptimiserSettings(name=args.optimizer, learning_rate=args.lr, momentum=args.momentum,
                                   clip_norm=args.clip_norm or None, schedule=args.schedule,
@@ -153,9 +179,12 @@ def run_train(args) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 3
     test = summary["test"]
-    print(f"test exact match {test['exact_match']:.4f}  token accuracy {test['token_accuracy']:.4f}  "
-          f"perplexity {test['perplexity']:.3f}  BLEU {test['bleu']:.1f}  chrF {test['chrf']:.1f}  "
-          f"({test['examples']} held-out pairs)")
+    if test is None:
+        print("no test split (--valid-data without --test-data); score one with seq2seq evaluate --data FILE")
+    else:
+        print(f"test exact match {test['exact_match']:.4f}  token accuracy {test['token_accuracy']:.4f}  "
+              f"perplexity {test['perplexity']:.3f}  BLEU {test['bleu']:.1f}  chrF {test['chrf']:.1f}  "
+              f"({test['examples']} held-out pairs)")
     if summary["steps_trained"]:
         trained = (f"trained {summary['steps_trained']} steps this time (step {summary['resumed_from']} -> "
                    f"{summary['steps']}) in {summary['train_seconds']:.1f} s of training, "
@@ -167,14 +196,18 @@ def run_train(args) -> int:
     return 0
 
 
-def load_run(run_dir: str, backend: str | None):
-    checkpoint = latest_checkpoint(run_dir)
+def load_run(run_dir: str, backend: str | None, which: str = "best"):
+    """The run's best.npz (or its newest checkpoint where none was selected), its newest, or a path."""
+    if which not in ("best", "last"):
+        checkpoint = load_checkpoint(which)
+    else:
+        checkpoint = (best_checkpoint(run_dir) if which == "best" else None) or latest_checkpoint(run_dir)
     if checkpoint is None:
         raise CheckpointError(f"run: expected a checkpoint in {run_dir}, found none (train one with `seq2seq train`)")
     engine = make_backend(backend or default_backend(), checkpoint.config,
                           OptimiserSettings(**checkpoint.meta["optimizer"]))
-    return (checkpoint, engine, engine.to_device(checkpoint.params), Vocab.from_json(checkpoint.meta["src_vocab"]),
-            Vocab.from_json(checkpoint.meta["tgt_vocab"]))
+    return (checkpoint, engine, engine.to_device(checkpoint.params), vocab_from_json(checkpoint.meta["src_vocab"]),
+            vocab_from_json(checkpoint.meta["tgt_vocab"]))
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -185,21 +218,36 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-target", help="target side of two aligned files")
     parser.add_argument("--skip-malformed", action="store_true", help="skip malformed lines of --data")
     parser.add_argument("--beam", type=positive_int, default=1, help="beam size (1: greedy)")
+    add_length_penalty_argument(parser)
     parser.add_argument("--backend", choices=BACKENDS, default=None, help="default: jax if installed, else numpy")
+    add_checkpoint_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
+def add_length_penalty_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--length-penalty", type=float, default=0.6,
+                        help="alpha of beam search's GNMT length normalisation ((5 + |y|) / 6)^alpha (MATH.md)")
+
+
+def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
+                        help="best: the run's best.npz, selected on validation (its newest checkpoint where none "
+                             "was selected); last: its newest checkpoint; or a checkpoint file")
+
+
 def run_evaluate(args) -> int:
-    checkpoint, engine, params, src_vocab, tgt_vocab = load_run(args.run, args.backend)
+    checkpoint, engine, params, src_vocab, tgt_vocab = load_run(args.run, args.backend, args.checkpoint)
     on_error = "skip" if args.skip_malformed else "fail"
     settings = DataSettings(**checkpoint.meta["data"])
     if args.data:
-        corpus = read_parallel(args.data, args.data_target, on_error) if args.data_target else \
-            read_tsv(args.data, on_error)
+        corpus = read_corpus(args.data, args.data_target, on_error)
         pairs = corpus.pairs
     else:
         check_fingerprints(settings, checkpoint.meta.get("data_files"), args.run)
         pairs = load_splits(settings, checkpoint.meta["seed"])[args.split]
+        if not pairs:
+            raise ValueError(f"split: the run in {args.run} has no {args.split} split (it was trained with "
+                             "--valid-data and no --test-data); score a file with --data")
     # The run's own length filter, on every split alike; it also bounds the decoded length.
     data, dropped = encode_splits({args.split if not args.data else "data": pairs}, src_vocab, tgt_vocab,
                                   settings.max_len)
@@ -207,7 +255,9 @@ def run_evaluate(args) -> int:
     if dropped:
         print(f"warning: dropped {dropped} of {len(pairs)} pairs with a side longer than the run's --max-len "
               f"{settings.max_len} tokens (or an empty source)", file=sys.stderr)
-    scores = evaluate(engine, params, checkpoint.config, data, tgt_vocab, beam=args.beam, max_len=settings.max_len)
+    scores = evaluate(engine, params, checkpoint.config, data, tgt_vocab, beam=args.beam, max_len=settings.max_len,
+                      length_penalty=args.length_penalty)
+    scores["checkpoint"] = str(checkpoint.path)
     scores["dropped"] = dropped
     if args.json:
         print(json.dumps(scores, indent=1))
@@ -220,10 +270,12 @@ def add_translate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", nargs="*", help="sentences to translate (default: one per line of stdin)")
     parser.add_argument("--run", default=DEFAULT_RUN, help="run folder")
     parser.add_argument("--beam", type=positive_int, default=1, help="beam size (1: greedy)")
+    add_length_penalty_argument(parser)
     parser.add_argument("--max-len", type=positive_int, default=None,
                         help="longest output in tokens (default: the run's --max-len)")
     parser.add_argument("--attention-plot", metavar="FILE.png", help="save attention heatmaps (greedy only)")
     parser.add_argument("--backend", choices=BACKENDS, default=None, help="default: jax if installed, else numpy")
+    add_checkpoint_argument(parser)
 
 
 def run_translate(args) -> int:
@@ -237,7 +289,7 @@ def run_translate(args) -> int:
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise ValueError(f"attention_plot: expected a file in a writable folder, got {args.attention_plot} "
                              f"({folder} {'is not writable' if folder.is_dir() else 'does not exist'})")
-    checkpoint, engine, params, src_vocab, tgt_vocab = load_run(args.run, args.backend)
+    checkpoint, engine, params, src_vocab, tgt_vocab = load_run(args.run, args.backend, args.checkpoint)
     if args.attention_plot and not CONNECTIONS[checkpoint.config.attention].has_weights:
         raise ValueError("attention_plot: the model has attention 'none'; there are no weights to plot")
     sources = []
@@ -252,13 +304,13 @@ def run_translate(args) -> int:
         sources.append(ids)
     max_len = args.max_len or DataSettings(**checkpoint.meta["data"]).max_len
     outputs, weights = decode_ids(engine, params, sources, max_len, batch_size=min(len(sources), 64),
-                                  beam=args.beam)
+                                  beam=args.beam, length_penalty=args.length_penalty)
     for output in outputs:
         print(tgt_vocab.decode(output))
     if args.attention_plot:
         from .plots import plot_attention
 
-        items = [(tokenize(text, src_vocab.tokenizer),
+        items = [(src_vocab.pieces(text),
                   [tgt_vocab.tokens[i] for i in output], weight)
                  for text, output, weight in zip(texts, outputs, weights)]
         print(f"attention heatmap: {plot_attention(items, args.attention_plot)}", file=sys.stderr)

@@ -20,13 +20,14 @@ import numpy as np
 from seq2seq_ref import ModelConfig
 
 from .backends import OptimiserSettings, make_backend
-from .batching import encode_pairs, epoch_batches, make_padded_batch
-from .checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, save_checkpoint
-from .data import DataSettings, build_vocabs, check_fingerprints, fingerprint_files, load_splits
-from .evaluate import evaluate, exact_match
+from .batching import encode_pairs, epoch_batches, make_padded_batch, unk_dropout
+from .checkpoint import (CheckpointError, best_checkpoint, latest_checkpoint, list_checkpoints, save_best,
+                         save_checkpoint)
+from .data import DataSettings, build_vocabs, check_fingerprints, fingerprint_files, load_splits, vocab_from_json
+from .evaluate import evaluate
 from .plots import plot_loss_curve
 from .run_folder import exclusive, move_previous_run, remove_stale_temporaries, truncate_metrics
-from .vocab import BOS_ID, EOS_ID, PAD_ID, Vocab
+from .vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocab
 
 MODEL_FIELDS = ("embed_dim", "hidden_dim", "num_layers", "bidirectional", "attention", "dropout", "label_smoothing",
                 "encoder", "decoder", "num_heads", "output_from", "input_feeding", "ffn_dim", "max_positions")
@@ -81,6 +82,10 @@ class RunSettings:
     keep: int = 3
     stop_at_accuracy: float | None = 0.995  # stop early once valid exact match reaches this (None: never)
     pad_multiple: int = 8
+    select_by: str | None = None  # best.npz by valid "bleu", "loss" or "exact"; None: exact for a task, else bleu
+    patience: int | None = None   # stop after this many evaluations without a better best (None: never)
+    unk_dropout: float = 0.0      # each training source token becomes <unk> with this probability
+    max_minutes: float | None = None  # stop (validating and saving first) after this much wall time (None: never)
 
     def __post_init__(self):
         if (self.steps is None) == (self.epochs is None):
@@ -94,6 +99,33 @@ class RunSettings:
             raise ValueError(f"epochs: expected a number > 0, got {self.epochs}")
         if self.stop_at_accuracy is not None and not 0 <= self.stop_at_accuracy <= 1:
             raise ValueError(f"stop_at_accuracy: expected a fraction in [0, 1], got {self.stop_at_accuracy}")
+        if isinstance(self.unk_dropout, bool) or not isinstance(self.unk_dropout, (int, float)) \
+                or not 0.0 <= self.unk_dropout < 1.0:
+            raise ValueError(f"unk_dropout: expected a float in [0, 1), got {self.unk_dropout!r}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"max_minutes: expected a number > 0, got {self.max_minutes!r}")
+        if self.select_by is not None and self.select_by not in SELECT_BY:
+            raise ValueError(f"select_by: expected one of {tuple(SELECT_BY)}, got {self.select_by!r}")
+        if self.patience is not None and (isinstance(self.patience, bool) or not isinstance(self.patience, int)
+                                          or self.patience < 1):
+            raise ValueError(f"patience: expected an int >= 1, got {self.patience!r}")
+
+
+# --select-by: the validation record's key, and whether higher is better
+SELECT_BY = {"bleu": ("valid_bleu", True), "loss": ("valid_loss", False), "exact": ("valid_exact_match", True)}
+
+
+def is_better(select_by: str, value: float, best: dict | None) -> bool:
+    if best is None or best.get("metric") != select_by:
+        return True
+    return value > best["value"] if SELECT_BY[select_by][1] else value < best["value"]
+
+
+def validation_record(engine, params, config, valid_data, tgt_vocab, max_len: int, step: int) -> dict:
+    """Greedy exact match, BLEU and chrF on the validation sample, and its loss (mean token NLL, unsmoothed)."""
+    scores = evaluate(engine, params, config, valid_data, tgt_vocab, max_len=max_len)
+    return {"step": step, "valid_exact_match": scores["exact_match"], "valid_bleu": scores["bleu"],
+            "valid_chrf": scores["chrf"], "valid_loss": math.log(scores["perplexity"])}
 
 
 def _check_resume(meta: dict, config: ModelConfig, data: DataSettings, optimiser: OptimiserSettings,
@@ -141,8 +173,8 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
         check_fingerprints(data, checkpoint.meta.get("data_files"), str(out_dir))
     splits = load_splits(data, run.seed)
     if checkpoint is not None:
-        src_vocab = Vocab.from_json(checkpoint.meta["src_vocab"])
-        tgt_vocab = Vocab.from_json(checkpoint.meta["tgt_vocab"])
+        src_vocab = vocab_from_json(checkpoint.meta["src_vocab"])
+        tgt_vocab = vocab_from_json(checkpoint.meta["tgt_vocab"])
     else:
         src_vocab, tgt_vocab = build_vocabs(data, splits["train"])
     config = model.config(src_vocab, tgt_vocab)
@@ -169,9 +201,11 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
         start = checkpoint.step
         stopped_early = (run.stop_at_accuracy is not None
                          and checkpoint.meta.get("valid_exact_match", -1) >= run.stop_at_accuracy)
-        if stopped_early or total_steps <= start:
+        out_of_patience = run.patience is not None and checkpoint.meta.get("evals_since_best", 0) >= run.patience
+        if stopped_early or out_of_patience or total_steps <= start:
             why = (f"it stopped early at validation exact match {checkpoint.meta['valid_exact_match']:.4f}"
-                   if stopped_early else f"it is at step {start}, at or past the {total_steps} asked for")
+                   if stopped_early else f"it ran out of --patience {run.patience}" if out_of_patience
+                   else f"it is at step {start}, at or past the {total_steps} asked for")
             notify(f"re-scoring the checkpoint in {out_dir}, not training: {why}")
             total_steps = start
     else:
@@ -186,6 +220,13 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
     tokens_since, tokens_trained, clock = 0, 0, time.perf_counter()
     train_seconds = eval_seconds = 0.0
     valid_accuracy = checkpoint.meta.get("valid_exact_match") if checkpoint is not None else None
+    select_by = run.select_by or ("exact" if data.task is not None else "bleu")
+    best = checkpoint.meta.get("best") if checkpoint is not None else None
+    evals_since_best = checkpoint.meta.get("evals_since_best", 0) if checkpoint is not None else 0
+    if best is not None and best.get("metric") != select_by:
+        notify(f"--select-by {select_by}: the run's best.npz was selected by {best.get('metric')}; the next "
+               "evaluation replaces it")
+        best, evals_since_best = None, 0
     with open(metrics_path, "a", encoding="utf-8") as log:
         step = start
         while step < total_steps:
@@ -193,9 +234,14 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
             if epoch not in epoch_cache:
                 epoch_cache = {epoch: epoch_batches(train_data, run.batch_size, run.seed, epoch)}
             batch = make_padded_batch(train_data, epoch_cache[epoch][offset], config, run.pad_multiple)
+            # a function of (seed, step), as the batch and dropout are: resuming stays exact
+            batch = unk_dropout(batch, run.unk_dropout, np.random.default_rng([run.seed, step, 1]), UNK_ID)
             params, opt_state, loss = engine.train_step(params, opt_state, batch, run.seed, step)
             tokens_since += int(batch.tgt_lengths.sum())
             step += 1
+            if run.max_minutes is not None and time.perf_counter() - started > 60 * run.max_minutes:
+                notify(f"stopped at step {step}: --max-minutes {run.max_minutes:g} of wall time have passed")
+                total_steps = step  # validate and save this step, then stop
             evaluate_now = step % run.eval_every == 0 or step == total_steps
             if step % run.log_every == 0 or evaluate_now:
                 loss = float(loss)  # the only host sync of the loop
@@ -205,27 +251,42 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                 train_seconds += now - clock
                 tokens_trained += tokens_since
                 record = {"step": step, "epoch": round(step / batches_per_epoch, 3), "loss": loss,
-                          "lr": optimiser.learning_rate_at(step - 1), "tokens_per_s": tokens_since / (now - clock), "elapsed_s": now - started}
+                          "lr": optimiser.learning_rate_at(step - 1), "tokens_per_s": tokens_since / (now - clock),
+                          "elapsed_s": now - started}
                 tokens_since, clock = 0, now
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
             if evaluate_now:
-                valid_accuracy = exact_match(engine, params, valid_data, max_len=data.max_len)
-                log.write(json.dumps({"step": step, "valid_exact_match": valid_accuracy}) + "\n")
+                record = validation_record(engine, params, config, valid_data, tgt_vocab, data.max_len, step)
+                record["elapsed_s"] = time.perf_counter() - started  # wall time of this invocation, validation included
+                valid_accuracy = record["valid_exact_match"]
+                log.write(json.dumps(record) + "\n")
                 log.flush()
                 os.fsync(log.fileno())  # the log is durable up to the checkpoint written next
-                bar.set_postfix(loss=f"{loss:.4f}", valid_em=f"{valid_accuracy:.3f}")
+                bar.set_postfix(loss=f"{loss:.4f}", valid_em=f"{valid_accuracy:.3f}",
+                                valid_bleu=f"{record['valid_bleu']:.1f}")
                 host_params = engine.to_numpy(params)
                 if not all(np.isfinite(value).all() for value in host_params.values()):
                     _diverged("parameters became non-finite", step, out_dir)
+                value = record[SELECT_BY[select_by][0]]
+                if is_better(select_by, value, best):
+                    best, evals_since_best = {"metric": select_by, "value": value, "step": step}, 0
+                    save_best(out_dir, step, host_params, {**meta, "valid": record, "best": best})
+                else:
+                    evals_since_best += 1
                 save_checkpoint(out_dir, step, host_params, engine.opt_state_to_arrays(opt_state),
-                                {**meta, "valid_exact_match": valid_accuracy}, run.keep)
+                                {**meta, "valid_exact_match": valid_accuracy, "valid": record, "best": best,
+                                 "evals_since_best": evals_since_best}, run.keep)
                 now = time.perf_counter()
                 eval_seconds += now - clock
                 clock = now  # the next record's throughput counts training time only
                 if run.stop_at_accuracy is not None and valid_accuracy >= run.stop_at_accuracy:
+                    break
+                if run.patience is not None and evals_since_best >= run.patience:
+                    notify(f"stopped at step {step}: {run.patience} evaluations without a better validation "
+                           f"{select_by} than {best['value']:.4f} at step {best['step']} (--patience)")
                     break
     bar.close()
     summary = {"run_dir": str(out_dir), "backend": engine.name, "steps": step, "resumed_from": start,
@@ -234,8 +295,12 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                "validation_seconds": eval_seconds, "train_pairs": len(train_data), "dropped_for_length": dropped,
                "max_len": data.max_len, "valid_exact_match": valid_accuracy,
                "checkpoint": str(_newest(out_dir)), "metrics": str(metrics_path)}
-    if evaluate_test:
-        summary["test"] = evaluate(engine, params, config, encoded["test"], tgt_vocab, max_len=data.max_len)
+    summary["best"] = best
+    if evaluate_test:  # with the selected params, as evaluate and translate use them; given splits may have no test
+        chosen = best_checkpoint(out_dir)
+        test_params = params if chosen is None else engine.to_device(chosen.params)
+        summary["test"] = evaluate(engine, test_params, config, encoded["test"], tgt_vocab,
+                                   max_len=data.max_len) if splits["test"] else None
     summary["total_seconds"] = time.perf_counter() - started
     summary["loss_curve"] = str(plot_loss_curve(metrics_path, out_dir / "loss_curve.png"))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

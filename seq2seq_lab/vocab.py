@@ -11,19 +11,33 @@ SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
 TOKENIZERS = ("char", "word")
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+# A word token that touched the token before it (no whitespace between) carries this mark, as OpenNMT's
+# joiner annotation does, so that output is spaced as text is: "J'ai froid." <-> J ￭' ￭ai froid ￭.
+JOINER = "\uffed"
 
 
-def tokenize(text: str, kind: str) -> list[str]:
-    """'char': every character; 'word': words and single punctuation marks."""
+def tokenize(text: str, kind: str, joiners: bool = False) -> list[str]:
+    """'char': every character; 'word': words and single punctuation marks, marked with JOINER where they
+    touch the previous token when joiners is set."""
     if kind == "char":
         return list(text)
-    if kind == "word":
+    if kind != "word":
+        raise ValueError(f"tokenizer: expected one of {TOKENIZERS}, got {kind!r}")
+    if not joiners:
         return _WORD.findall(text)
-    raise ValueError(f"tokenizer: expected one of {TOKENIZERS}, got {kind!r}")
+    tokens, end = [], None
+    for match in _WORD.finditer(text):
+        tokens.append(JOINER + match.group() if match.start() == end else match.group())
+        end = match.end()
+    return tokens
 
 
 def detokenize(tokens: Sequence[str], kind: str) -> str:
-    return "".join(tokens) if kind == "char" else " ".join(tokens)
+    """The text of tokens: characters joined; words spaced, except a JOINER-marked word, which is glued on."""
+    if kind == "char":
+        return "".join(tokens)
+    return "".join(token[1:] if token.startswith(JOINER) else (" " if i else "") + token
+                   for i, token in enumerate(tokens)).lstrip(" ")
 
 
 @dataclass
@@ -32,6 +46,7 @@ class Vocab:
 
     tokens: list[str]
     tokenizer: str = "char"
+    joiners: bool = False  # word tokens marked with JOINER (vocabularies built before the mark existed: False)
     index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -50,19 +65,20 @@ class Vocab:
             raise ValueError(f"min_freq: expected an int >= 1, got {min_freq}")
         if max_size is not None and max_size <= len(SPECIALS):
             raise ValueError(f"max_size: expected more than the {len(SPECIALS)} specials, got {max_size}")
-        counts = Counter(token for text in texts for token in tokenize(text, tokenizer))
+        joiners = tokenizer == "word"
+        counts = Counter(token for text in texts for token in tokenize(text, tokenizer, joiners))
         kept = sorted((t for t, n in counts.items() if n >= min_freq and t not in SPECIALS),
                       key=lambda t: (-counts[t], t))
         if max_size is not None:
             kept = kept[: max_size - len(SPECIALS)]
-        return cls([*SPECIALS, *kept], tokenizer)
+        return cls([*SPECIALS, *kept], tokenizer, joiners)
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     def encode(self, text: str, warn: bool = False) -> list[int]:
         """Token ids; unseen tokens map to <unk> (with a warning naming them when warn is set)."""
-        tokens = tokenize(text, self.tokenizer)
+        tokens = tokenize(text, self.tokenizer, self.joiners)
         ids = [self.index.get(t, UNK_ID) for t in tokens]
         if warn and UNK_ID in ids:
             unseen = sorted({t for t in tokens if t not in self.index})
@@ -80,9 +96,13 @@ class Vocab:
                 out.append(self.tokens[i])
         return detokenize(out, self.tokenizer)
 
+    def pieces(self, text: str) -> list[str]:
+        """The tokens of text, for display (attention plots)."""
+        return [token.removeprefix(JOINER) for token in tokenize(text, self.tokenizer, self.joiners)]
+
     def to_json(self) -> dict:
-        return {"tokens": self.tokens, "tokenizer": self.tokenizer}
+        return {"tokens": self.tokens, "tokenizer": self.tokenizer, "joiners": self.joiners}
 
     @classmethod
     def from_json(cls, data: dict) -> "Vocab":
-        return cls(list(data["tokens"]), data["tokenizer"])
+        return cls(list(data["tokens"]), data["tokenizer"], bool(data.get("joiners", False)))

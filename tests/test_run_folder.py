@@ -237,13 +237,13 @@ def test_throughput_excludes_validation_and_counts_this_invocation(tmp_path, cap
 
     from seq2seq_lab import training
 
-    real = training.exact_match
+    real = training.validation_record
 
     def slow(*args, **kwargs):
         time.sleep(0.5)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, "exact_match", slow)
+    monkeypatch.setattr(training, "validation_record", slow)
     assert train(tmp_path, "r", 20, 10, "--log-every", "1", "--stop-at-accuracy", "0") == 0
     records = [r for r in read_metrics(tmp_path / "r" / "metrics.jsonl") if "tokens_per_s" in r]
     after_validation = next(r for r in records if r["step"] == 11)["tokens_per_s"]
