@@ -11,7 +11,7 @@ import base64
 import io
 from typing import Iterable
 
-from .vocab import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID
+from .vocab import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, content_ids
 
 SUBWORD_TOKENIZERS = ("bpe", "unigram")
 
@@ -71,14 +71,7 @@ class SubwordVocab:
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text up to the first <eos>, pad and bos dropped: the pieces joined back exactly."""
-        out = []
-        for i in ids:
-            i = int(i)
-            if i == EOS_ID:
-                break
-            if i not in (PAD_ID, BOS_ID):
-                out.append(i)
-        return self.processor.decode(out)
+        return self.processor.decode(content_ids(ids))
 
     def pieces(self, text: str) -> list[str]:
         """The pieces of text, for display (attention plots)."""

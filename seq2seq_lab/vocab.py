@@ -32,6 +32,17 @@ def tokenize(text: str, kind: str, joiners: bool = False) -> list[str]:
     return tokens
 
 
+def content_ids(ids: Iterable[int]) -> list[int]:
+    """The ids before the first <eos>, without pad and bos: what a decoded sentence says."""
+    out = []
+    for i in map(int, ids):
+        if i == EOS_ID:
+            break
+        if i not in (PAD_ID, BOS_ID):
+            out.append(i)
+    return out
+
+
 def detokenize(tokens: Sequence[str], kind: str) -> str:
     """The text of tokens: characters joined; words spaced, except a JOINER-marked word, which is glued on."""
     if kind == "char":
@@ -87,14 +98,7 @@ class Vocab:
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text up to the first <eos>; pad and bos are dropped."""
-        out = []
-        for i in ids:
-            i = int(i)
-            if i == EOS_ID:
-                break
-            if i not in (PAD_ID, BOS_ID):
-                out.append(self.tokens[i])
-        return detokenize(out, self.tokenizer)
+        return detokenize([self.tokens[i] for i in content_ids(ids)], self.tokenizer)
 
     def pieces(self, text: str) -> list[str]:
         """The tokens of text, for display (attention plots)."""
