@@ -127,7 +127,11 @@ def replicate(tree, mesh: Mesh):
 
 def make_train_step(config: ModelConfig, optimiser: optax.GradientTransformation, *, compute_dtype=None,
                     unroll: int = 1, mesh: Mesh | None = None, validate: bool = True):
-    """A jit-compiled train_step(params, opt_state, batch, dropout_rng=None) -> (params, opt_state, metrics).
+    """A jit-compiled train_step(params, opt_state, batch, dropout_rng=None, update_scale=1.0)
+    -> (params, opt_state, metrics).
+
+    update_scale multiplies the optimiser's updates (the learning rate, for sgd and adam alike): the
+    plateau schedule's factor, a traced value, so changing it compiles nothing.
 
     metrics: {"loss", "grad_norm"} as device scalars (reading them syncs).
     With a mesh, the batch is sharded over it and params / opt_state must be
@@ -138,9 +142,10 @@ def make_train_step(config: ModelConfig, optimiser: optax.GradientTransformation
     check_config(config)
     compute_dtype = resolve_compute_dtype(compute_dtype)
 
-    def step(params, opt_state, batch, dropout_key):
+    def step(params, opt_state, batch, dropout_key, update_scale):
         loss, grads = jax.value_and_grad(loss_fn)(params, config, batch, dropout_key, compute_dtype, unroll)
         updates, opt_state = optimiser.update(grads, opt_state, params)
+        updates = jax.tree.map(lambda u: u * update_scale.astype(u.dtype), updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
         return optax.apply_updates(params, updates), opt_state, metrics
 
@@ -150,12 +155,12 @@ def make_train_step(config: ModelConfig, optimiser: optax.GradientTransformation
         out_shardings = (replicated, replicated, replicated)
     compiled = jax.jit(step, donate_argnums=(0, 1), out_shardings=out_shardings)
 
-    def train_step(params, opt_state, batch, dropout_rng=None):
+    def train_step(params, opt_state, batch, dropout_rng=None, update_scale=1.0):
         if validate:
             batch = _check(params, config, batch, dropout_rng)
         if mesh is not None:
             batch = shard_batch(batch, mesh)
-        return compiled(params, opt_state, batch, as_key(dropout_rng))
+        return compiled(params, opt_state, batch, as_key(dropout_rng), jnp.asarray(update_scale, jnp.float32))
 
     return train_step
 

@@ -27,11 +27,26 @@ class OptimiserSettings:
     clip_norm: float | None = 5.0
     schedule: str = "constant"
     warmup: int = 400
+    plateau_factor: float = 0.5   # --schedule plateau: the rate is multiplied by this ...
+    plateau_patience: int = 2     # ... after this many validations in a row without a better --select-by score
 
     def __post_init__(self):
         from seq2seq_ref.optim import check_optimizer
 
         check_optimizer(self.name, self.learning_rate, self.momentum, self.clip_norm, self.schedule, self.warmup)
+        if isinstance(self.plateau_factor, bool) or not 0.0 < self.plateau_factor < 1.0:
+            raise ValueError(f"plateau_factor: expected a float in (0, 1), got {self.plateau_factor!r}")
+        if isinstance(self.plateau_patience, bool) or not isinstance(self.plateau_patience, int) \
+                or self.plateau_patience < 1:
+            raise ValueError(f"plateau_patience: expected an int >= 1, got {self.plateau_patience!r}")
+
+    def update_scale(self, evals_since_best: int, scale: float) -> float:
+        """The plateau factor after a validation: scale times plateau_factor each time the run has gone
+        plateau_patience more validations without improving (ReduceLROnPlateau); 1 for other schedules."""
+        if self.schedule != "plateau":
+            return 1.0
+        reduce = evals_since_best > 0 and evals_since_best % self.plateau_patience == 0
+        return scale * self.plateau_factor if reduce else scale
 
     def slots(self) -> tuple[str, ...]:
         return ("mu", "nu") if self.name == "adam" else ("trace",) if self.momentum else ()
@@ -39,7 +54,7 @@ class OptimiserSettings:
     def arguments(self) -> dict:
         """make_optimizer's keyword arguments, the same in both backends."""
         return {"name": self.name, "learning_rate": self.learning_rate, "momentum": self.momentum,
-                "clip_norm": self.clip_norm, "schedule": self.schedule, "warmup": self.warmup}
+                "clip_norm": self.clip_norm, "schedule": self.schedule, "warmup": self.warmup}  # plateau: in the loop
 
     def learning_rate_at(self, step: int) -> float:
         """The rate of update number step + 1 (step updates done before it)."""
@@ -97,12 +112,15 @@ class NumpyBackend:
     def init_opt_state(self, params):
         return self.optimiser.init(params)
 
-    def train_step(self, params, opt_state, batch, seed: int, step: int):
+    def train_step(self, params, opt_state, batch, seed: int, step: int, update_scale: float = 1.0):
+        """One step; update_scale multiplies the optimiser's updates (the plateau schedule's factor)."""
         from seq2seq_ref import loss_and_grads
 
         dropout_rng = np.random.default_rng([seed, step]) if self.config.dropout else None
         loss, grads = loss_and_grads(params, self.config, batch, dropout_rng)
         updates, opt_state = self.optimiser.update(grads, opt_state)
+        if update_scale != 1.0:
+            updates = {name: u * np.asarray(update_scale, u.dtype) for name, u in updates.items()}
         return self._apply(params, updates), opt_state, loss
 
     def nll(self, params, batch) -> float:
@@ -172,9 +190,9 @@ class JaxBackend:
     def init_opt_state(self, params):
         return self.optimiser.init(params)
 
-    def train_step(self, params, opt_state, batch, seed: int, step: int):
+    def train_step(self, params, opt_state, batch, seed: int, step: int, update_scale: float = 1.0):
         key = self._jax.random.fold_in(self._jax.random.key(seed), step) if self.config.dropout else None
-        params, opt_state, metrics = self._train_step(params, opt_state, batch, key)
+        params, opt_state, metrics = self._train_step(params, opt_state, batch, key, update_scale)
         return params, opt_state, metrics["loss"]
 
     def nll(self, params, batch) -> float:

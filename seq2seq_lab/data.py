@@ -28,6 +28,7 @@ class DataSettings:
     max_vocab: int | None = None
     max_len: int = 64                   # longer pairs are dropped (tokens, EOS included)
     on_error: str = "fail"              # malformed lines: "fail" or "skip"
+    lowercase: bool = False             # lowercase both sides of every split (and translate's input)
     train_size: int = DEFAULT_SIZES["train"]
     valid_data: str | None = None       # given splits: nothing is re-split (TSV, or source side; made absolute)
     valid_target: str | None = None
@@ -68,6 +69,10 @@ class DataSettings:
         """The data files, by argument name."""
         return {name: getattr(self, name) for name in FILE_FIELDS if getattr(self, name) is not None}
 
+    def prepare(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The pairs as the model sees them: lowercased with --lowercase."""
+        return [(s.lower(), t.lower()) for s, t in pairs] if self.lowercase else pairs
+
     @property
     def given_splits(self) -> bool:
         return self.valid_data is not None
@@ -81,14 +86,14 @@ def load_splits(settings: DataSettings, seed: int) -> dict[str, list[tuple[str, 
     empty), or --data split 90/5/5 by distinct source."""
     if settings.task is not None:
         return generate_task(settings.task, seed, {"train": settings.train_size})
-    pairs = read_corpus(settings.data, settings.data_target, settings.on_error).pairs
+    pairs = settings.prepare(read_corpus(settings.data, settings.data_target, settings.on_error).pairs)
     if not settings.given_splits:
         return split_corpus(pairs, seed)
     splits = {"train": pairs}
     for split in ("valid", "test"):
         source = getattr(settings, f"{split}_data")
-        splits[split] = [] if source is None else read_corpus(
-            source, getattr(settings, f"{split}_target"), settings.on_error, f"{split}_data").pairs
+        splits[split] = [] if source is None else settings.prepare(read_corpus(
+            source, getattr(settings, f"{split}_target"), settings.on_error, f"{split}_data").pairs)
     return splits
 
 

@@ -59,6 +59,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                       help="drop pairs with a longer side (tokens), in every split; also the longest output "
                            "decoded when scoring")
     data.add_argument("--skip-malformed", action="store_true", help="skip malformed lines (default: fail)")
+    data.add_argument("--lowercase", action="store_true",
+                      help="lowercase both sides of every split; translate then lowercases its input too")
     data.add_argument("--train-size", type=int, default=default(DataSettings, "train_size"),
                       help="training pairs of a built-in task")
     model = parser.add_argument_group("model")
@@ -104,10 +106,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--lr", type=float, default=default(OptimiserSettings, "learning_rate"),
                      help="learning rate (the peak rate of --schedule noam)")
     run.add_argument("--schedule", choices=SCHEDULES, default=default(OptimiserSettings, "schedule"),
-                     help="learning-rate schedule: constant, or noam (linear warm-up over --warmup steps to --lr, "
-                          "then decay as 1/sqrt(step); MATH.md (S4))")
+                     help="learning-rate schedule: constant; noam (linear warm-up over --warmup steps to --lr, "
+                          "then decay as 1/sqrt(step); MATH.md (S4)); or plateau (--lr, reduced by "
+                          "--plateau-factor whenever validation stalls)")
     run.add_argument("--warmup", type=positive_int, default=default(OptimiserSettings, "warmup"),
                      help="warm-up steps of --schedule noam")
+    run.add_argument("--plateau-factor", type=float, default=default(OptimiserSettings, "plateau_factor"),
+                     help="--schedule plateau: multiply the rate by this after --plateau-patience validations "
+                          "without a better --select-by score")
+    run.add_argument("--plateau-patience", type=positive_int, default=default(OptimiserSettings, "plateau_patience"),
+                     help="--schedule plateau: validations without improvement before each reduction")
     run.add_argument("--momentum", type=float, default=default(OptimiserSettings, "momentum"), help="for sgd")
     run.add_argument("--clip-norm", type=float, default=default(OptimiserSettings, "clip_norm"),
                      help="global-norm clipping; 0 turns it off")
@@ -147,7 +155,8 @@ def run_train(args) -> int:
                         valid_target=args.valid_target, test_data=args.test_data, test_target=args.test_target,
                         tokenizer=args.tokenizer, vocab_size=args.vocab_size, shared_vocab=args.shared_vocab,
                         min_freq=args.min_freq, max_vocab=args.max_vocab, max_len=args.max_len,
-                        on_error="skip" if args.skip_malformed else "fail", train_size=args.train_size)
+                        on_error="skip" if args.skip_malformed else "fail", train_size=args.train_size,
+                        lowercase=args.lowercase)
     defaults, families = ModelOptions(), (CELLS[args.encoder], CELLS[args.decoder])
     if args.embed_dim is None:  # a family with its own stack (the Transformer) has one width for both
         args.embed_dim = args.hidden_dim if any(f.own_encoder for f in families) else defaults.embed_dim
@@ -168,7 +177,8 @@ def run_train(args) -> int:
                       stop_at_accuracy=args.stop_at_accuracy or None)
     optimiser = OptimiserSettings(name=args.optimizer, learning_rate=args.lr, momentum=args.momentum,
                                   clip_norm=args.clip_norm or None, schedule=args.schedule,
-                                  warmup=args.warmup)
+                                  warmup=args.warmup, plateau_factor=args.plateau_factor,
+                                  plateau_patience=args.plateau_patience)
     out = Path(args.out or f"runs/{task or Path(args.data).stem}")
     backend = args.backend or default_backend()
     print(f"training {task or args.data} on {backend}; run folder {out}", file=sys.stderr)
@@ -240,8 +250,7 @@ def run_evaluate(args) -> int:
     on_error = "skip" if args.skip_malformed else "fail"
     settings = DataSettings(**checkpoint.meta["data"])
     if args.data:
-        corpus = read_corpus(args.data, args.data_target, on_error)
-        pairs = corpus.pairs
+        pairs = settings.prepare(read_corpus(args.data, args.data_target, on_error).pairs)
     else:
         check_fingerprints(settings, checkpoint.meta.get("data_files"), args.run)
         pairs = load_splits(settings, checkpoint.meta["seed"])[args.split]
@@ -292,6 +301,9 @@ def run_translate(args) -> int:
     checkpoint, engine, params, src_vocab, tgt_vocab = load_run(args.run, args.backend, args.checkpoint)
     if args.attention_plot and not CONNECTIONS[checkpoint.config.attention].has_weights:
         raise ValueError("attention_plot: the model has attention 'none'; there are no weights to plot")
+    settings = DataSettings(**checkpoint.meta["data"])
+    if settings.lowercase:
+        texts = [text.lower() for text in texts]
     sources = []
     for text in texts:
         with warnings.catch_warnings(record=True) as caught:
@@ -302,7 +314,7 @@ def run_translate(args) -> int:
         if not ids:
             raise ValueError(f"text: expected a non-empty sentence, got {text!r}")
         sources.append(ids)
-    max_len = args.max_len or DataSettings(**checkpoint.meta["data"]).max_len
+    max_len = args.max_len or settings.max_len
     outputs, weights = decode_ids(engine, params, sources, max_len, batch_size=min(len(sources), 64),
                                   beam=args.beam, length_penalty=args.length_penalty)
     for output in outputs:

@@ -223,6 +223,7 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
     select_by = run.select_by or ("exact" if data.task is not None else "bleu")
     best = checkpoint.meta.get("best") if checkpoint is not None else None
     evals_since_best = checkpoint.meta.get("evals_since_best", 0) if checkpoint is not None else 0
+    update_scale = checkpoint.meta.get("update_scale", 1.0) if checkpoint is not None else 1.0
     if best is not None and best.get("metric") != select_by:
         notify(f"--select-by {select_by}: the run's best.npz was selected by {best.get('metric')}; the next "
                "evaluation replaces it")
@@ -236,7 +237,7 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
             batch = make_padded_batch(train_data, epoch_cache[epoch][offset], config, run.pad_multiple)
             # a function of (seed, step), as the batch and dropout are: resuming stays exact
             batch = unk_dropout(batch, run.unk_dropout, np.random.default_rng([run.seed, step, 1]), UNK_ID)
-            params, opt_state, loss = engine.train_step(params, opt_state, batch, run.seed, step)
+            params, opt_state, loss = engine.train_step(params, opt_state, batch, run.seed, step, update_scale)
             tokens_since += int(batch.tgt_lengths.sum())
             step += 1
             if run.max_minutes is not None and time.perf_counter() - started > 60 * run.max_minutes:
@@ -251,7 +252,7 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                 train_seconds += now - clock
                 tokens_trained += tokens_since
                 record = {"step": step, "epoch": round(step / batches_per_epoch, 3), "loss": loss,
-                          "lr": optimiser.learning_rate_at(step - 1), "tokens_per_s": tokens_since / (now - clock),
+                          "lr": optimiser.learning_rate_at(step - 1) * update_scale, "tokens_per_s": tokens_since / (now - clock),
                           "elapsed_s": now - started}
                 tokens_since, clock = 0, now
                 log.write(json.dumps(record) + "\n")
@@ -276,9 +277,10 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                     save_best(out_dir, step, host_params, {**meta, "valid": record, "best": best})
                 else:
                     evals_since_best += 1
+                update_scale = optimiser.update_scale(evals_since_best, update_scale)  # --schedule plateau
                 save_checkpoint(out_dir, step, host_params, engine.opt_state_to_arrays(opt_state),
                                 {**meta, "valid_exact_match": valid_accuracy, "valid": record, "best": best,
-                                 "evals_since_best": evals_since_best}, run.keep)
+                                 "evals_since_best": evals_since_best, "update_scale": update_scale}, run.keep)
                 now = time.perf_counter()
                 eval_seconds += now - clock
                 clock = now  # the next record's throughput counts training time only

@@ -23,7 +23,7 @@ from typing import Any, Callable, Union
 import numpy as np
 
 OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("constant", "noam")
+SCHEDULES = ("constant", "noam", "plateau")  # plateau: a constant rate here, scaled by the training loop
 LearningRate = Union[float, Callable[[int], float]]
 
 
@@ -70,8 +70,9 @@ def check_optimizer(name: str, learning_rate: float, momentum: float = 0.0, clip
 
 
 def learning_rate_schedule(learning_rate: float, schedule: str = "constant", warmup: int = 1, xp=np) -> LearningRate:
-    """A float for 'constant', else the schedule function peaking at learning_rate."""
-    return learning_rate if schedule == "constant" else noam_schedule(learning_rate, warmup, xp)
+    """The noam schedule function peaking at learning_rate; a float for 'constant' (and 'plateau', whose
+    factor the training loop applies to the updates, as validation decides it)."""
+    return noam_schedule(learning_rate, warmup, xp) if schedule == "noam" else learning_rate
 
 
 def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, momentum: float = 0.9,

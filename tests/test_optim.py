@@ -86,7 +86,7 @@ def test_a_scheduled_step_is_the_constant_step_at_that_rate(name):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"schedule": "cosine"}, r"schedule: expected one of \('constant', 'noam'\), got 'cosine'"),
+    ({"schedule": "cosine"}, r"schedule: expected one of \('constant', 'noam', 'plateau'\), got 'cosine'"),
     ({"schedule": "noam", "warmup": 0}, r"warmup: expected an int >= 1, got 0"),
     ({"name": "rmsprop"}, r"optimizer: expected one of \('adam', 'sgd'\), got 'rmsprop'"),
     ({"clip_norm": -1.0}, r"clip_norm: expected a float > 0, got -1.0"),

@@ -125,8 +125,8 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
 
     real_step = NumpyBackend.train_step
 
-    def step_that_fails_at_six(self, params, opt_state, batch, seed, step):
-        params, opt_state, loss = real_step(self, params, opt_state, batch, seed, step)
+    def step_that_fails_at_six(self, params, opt_state, batch, seed, step, update_scale=1.0):
+        params, opt_state, loss = real_step(self, params, opt_state, batch, seed, step, update_scale)
         return params, opt_state, (float("nan") if step == 5 else loss)
 
     monkeypatch.setattr(NumpyBackend, "train_step", step_that_fails_at_six)

@@ -344,3 +344,59 @@ def test_max_minutes_validates_and_saves_the_last_step_and_the_bleu_plot_reads_t
         plot_validation_bleu({"none": tmp_path / "empty"}, tmp_path / "x.png")
     with pytest.raises(ValueError, match="max_minutes: expected a number > 0, got 0"):
         RunSettings(steps=1, max_minutes=0)
+
+
+def test_lowercase_applies_to_every_split_and_to_translate_input(tmp_path, capsys):
+    (tmp_path / "train.tsv").write_text("".join(f"{s.upper()}\t{s.title()}\n" for s in sentences(40, 0)),
+                                        encoding="utf-8")
+    (tmp_path / "valid.tsv").write_text("THE CAT\tThe Cat\n", encoding="utf-8")
+    data = DataSettings(task=None, data=str(tmp_path / "train.tsv"), valid_data=str(tmp_path / "valid.tsv"),
+                        tokenizer="word", lowercase=True)
+    splits = load_splits(data, 0)
+    assert splits["valid"] == [("the cat", "the cat")] and all(s == s.lower() for s, _ in splits["train"])
+    run = str(tmp_path / "run")
+    assert main(["train", "--data", str(tmp_path / "train.tsv"), "--valid-data", str(tmp_path / "valid.tsv"),
+                 "--tokenizer", "word", "--lowercase", "--steps", "2", "--batch-size", "8", "--hidden-dim", "8",
+                 "--embed-dim", "8", "--backend", "numpy", "--no-progress", "--out", run]) == 0
+    capsys.readouterr()
+    assert main(["translate", "--run", run, "--backend", "numpy", "THE CAT SEES"]) == 0
+    assert "unseen" not in capsys.readouterr().err  # lowercased before the vocabulary sees it
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_the_update_scale_scales_the_step(backend):
+    from seq2seq_lab.backends import make_backend
+    from seq2seq_lab.batching import encode_pairs, make_padded_batch
+
+    vocab = Vocab.build(["abcdef"])
+    engine = make_backend(backend, TINY.config(vocab, vocab), OptimiserSettings("sgd", 0.1, momentum=0.0))
+    data, _ = encode_pairs([("abc", "cba"), ("de", "ed")], vocab, vocab)
+    batch = make_padded_batch(data, [0, 1], engine.config)
+    start = engine.to_numpy(engine.init_params(0))  # host copies: the jax step donates its inputs
+    moved = {}
+    for scale in (1.0, 0.25):
+        params = engine.to_device(start)
+        params, _, _ = engine.train_step(params, engine.init_opt_state(params), batch, 0, 0, scale)
+        moved[scale] = {k: np.asarray(v) - start[k] for k, v in engine.to_numpy(params).items()}
+    for name, delta in moved[1.0].items():
+        np.testing.assert_allclose(moved[0.25][name], 0.25 * delta, rtol=1e-4, atol=2.5e-7)  # float32 ulps of p
+
+
+def test_the_plateau_schedule_reduces_the_rate_when_validation_stalls_and_resumes_with_it(tmp_path):
+    data = DataSettings(task="copy", train_size=64)
+    optimiser = OptimiserSettings(learning_rate=1e-12, schedule="plateau", plateau_factor=0.5, plateau_patience=1)
+    settings = RunSettings(steps=6, batch_size=8, log_every=1, eval_every=2, eval_examples=8, select_by="exact",
+                           stop_at_accuracy=None)
+    train(tmp_path, TINY, data, settings, optimiser, "numpy", progress=False, evaluate_test=False,
+          notify=lambda m: None)
+    rates = {r["step"]: r["lr"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+             if "lr" in r}
+    # best at step 2; no better at 4 (x0.5) and 6 (x0.25): the rate of steps 5-6 is halved
+    assert rates[4] == pytest.approx(1e-12) and rates[5] == pytest.approx(0.5e-12)
+    assert load_checkpoint(list_checkpoints(tmp_path)[-1]).meta["update_scale"] == 0.25
+    train(tmp_path, TINY, data, settings.__class__(**{**settings.__dict__, "steps": 7}), optimiser, "numpy",
+          progress=False, evaluate_test=False, notify=lambda m: None)
+    last = [r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines()) if "lr" in r][-1]
+    assert last["step"] == 7 and last["lr"] == pytest.approx(0.25e-12)
+    with pytest.raises(ValueError, match=r"plateau_factor: expected a float in \(0, 1\), got 1.5"):
+        OptimiserSettings(schedule="plateau", plateau_factor=1.5)
