@@ -22,6 +22,7 @@ from seq2seq_ref.validation import check_params
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^checkpoint-(\d{8})\.npz$")
 BEST = "best.npz"  # the checkpoint selected on validation (--select-by), params only
+AVERAGED = "averaged.npz"  # the mean of the run's newest checkpoints (`seq2seq average`), params only
 
 
 class CheckpointError(ValueError):
@@ -76,6 +77,31 @@ def save_best(directory: str | Path, step: int, params, meta: dict) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     return _write(directory / BEST, step, params, {}, meta)
+
+
+def save_averaged(directory: str | Path, last: int) -> Path:
+    """Write averaged.npz: the element-wise mean of the params of the run's newest `last` checkpoints.
+
+    Averaging the final checkpoints of one run (Vaswani et al. 2017, section 6.1) smooths the noise of the
+    last updates; each mean is taken in float64 and stored in the params' own dtype.
+    """
+    if isinstance(last, bool) or not isinstance(last, int) or last < 2:
+        raise ValueError(f"last: expected an int >= 2 (checkpoints to average), got {last!r}")
+    paths = list_checkpoints(directory)
+    if len(paths) < last:
+        raise ValueError(f"last: expected at least {last} checkpoints in {directory}, found {len(paths)} (train "
+                         f"with --keep {last} or more to keep that many)")
+    checkpoints = [load_checkpoint(path) for path in paths[-last:]]
+    newest = checkpoints[-1]
+    for checkpoint in checkpoints[:-1]:
+        for key in ("config", "src_vocab", "tgt_vocab"):
+            if checkpoint.meta.get(key) != newest.meta.get(key):
+                raise CheckpointError(f"checkpoint: {checkpoint.path} has another {key} than {newest.path}; "
+                                      "only checkpoints of one run can be averaged")
+    params = {name: np.mean([c.params[name].astype(np.float64) for c in checkpoints], axis=0).astype(value.dtype)
+              for name, value in newest.params.items()}
+    meta = {**newest.meta, "averaged_steps": [c.step for c in checkpoints]}
+    return _write(Path(directory) / AVERAGED, newest.step, params, {}, meta)
 
 
 def _write(final: Path, step: int, params, opt_state, meta: dict) -> Path:
@@ -143,6 +169,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 def latest_checkpoint(directory: str | Path) -> Checkpoint | None:
     paths = list_checkpoints(directory)
     return load_checkpoint(paths[-1]) if paths else None
+
+
+def averaged_checkpoint(directory: str | Path) -> Checkpoint | None:
+    """averaged.npz of the run (`seq2seq average`), or None where none was written."""
+    path = Path(directory) / AVERAGED
+    return load_checkpoint(path) if path.exists() else None
 
 
 def best_checkpoint(directory: str | Path) -> Checkpoint | None:

@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
          run_cli.add_evaluate_arguments, run_cli.run_evaluate),
         ("translate", "translate sentences with a trained model", run_cli.add_translate_arguments,
          run_cli.run_translate),
+        ("average", "average the params of a run's newest checkpoints into averaged.npz",
+         run_cli.add_average_arguments, run_cli.run_average),
         ("gradcheck", "verify the hand-written gradients per tensor", gradcheck_cli.add_arguments, gradcheck_cli.run),
         ("bench", "time a training step and greedy decoding on numpy, jax and torch", bench_cli.add_arguments,
          bench_cli.run),

@@ -15,7 +15,8 @@ from seq2seq_ref.optim import SCHEDULES
 from seq2seq_ref.registry import CELLS, CONNECTIONS
 
 from .backends import BACKENDS, OptimiserSettings, jax_available, make_backend
-from .checkpoint import CheckpointError, best_checkpoint, latest_checkpoint, load_checkpoint
+from .checkpoint import (CheckpointError, averaged_checkpoint, best_checkpoint, latest_checkpoint, load_checkpoint,
+                         save_averaged)
 from .corpus import read_corpus, split_lines
 from .data import TOKENIZERS, DataSettings, check_fingerprints, load_splits, vocab_from_json
 from .evaluate import decode_ids, evaluate
@@ -207,8 +208,13 @@ def run_train(args) -> int:
 
 
 def load_run(run_dir: str, backend: str | None, which: str = "best"):
-    """The run's best.npz (or its newest checkpoint where none was selected), its newest, or a path."""
-    if which not in ("best", "last"):
+    """The run's best.npz (or its newest checkpoint where none was selected), its newest, its average, or a path."""
+    if which == "averaged":
+        checkpoint = averaged_checkpoint(run_dir)
+        if checkpoint is None:
+            raise CheckpointError(f"checkpoint: expected averaged.npz in {run_dir}, found none (write it with "
+                                  f"`seq2seq average --run {run_dir} --last N`)")
+    elif which not in ("best", "last"):
         checkpoint = load_checkpoint(which)
     else:
         checkpoint = (best_checkpoint(run_dir) if which == "best" else None) or latest_checkpoint(run_dir)
@@ -240,9 +246,26 @@ def add_length_penalty_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
+    parser.add_argument("--checkpoint", default="best", metavar="best|last|averaged|PATH",
                         help="best: the run's best.npz, selected on validation (its newest checkpoint where none "
-                             "was selected); last: its newest checkpoint; or a checkpoint file")
+                             "was selected); last: its newest checkpoint; averaged: its averaged.npz (`seq2seq "
+                             "average`); or a checkpoint file")
+
+
+def add_average_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", default=DEFAULT_RUN, help="run folder")
+    parser.add_argument("--last", type=positive_int, default=5,
+                        help="average the params of the run's newest N checkpoints (train with --keep N or more)")
+
+
+def run_average(args) -> int:
+    if args.last < 2:
+        raise ValueError(f"last: expected an int >= 2 (checkpoints to average), got {args.last}")
+    path = save_averaged(args.run, args.last)
+    steps = load_checkpoint(path).meta["averaged_steps"]
+    print(f"averaged the params of steps {', '.join(map(str, steps))} into {path}; score it with "
+          f"`seq2seq evaluate --run {args.run} --checkpoint averaged`")
+    return 0
 
 
 def run_evaluate(args) -> int:

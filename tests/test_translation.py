@@ -400,3 +400,57 @@ def test_the_plateau_schedule_reduces_the_rate_when_validation_stalls_and_resume
     assert last["step"] == 7 and last["lr"] == pytest.approx(0.25e-12)
     with pytest.raises(ValueError, match=r"plateau_factor: expected a float in \(0, 1\), got 1.5"):
         OptimiserSettings(schedule="plateau", plateau_factor=1.5)
+
+
+def test_average_writes_the_mean_of_the_newest_checkpoints_and_evaluate_reads_it(tmp_path, capsys):
+    train_src, train_tgt = write_aligned(tmp_path, "train", 40, 0)
+    valid_src, valid_tgt = write_aligned(tmp_path, "valid", 8, 1)
+    data = DataSettings(task=None, data=train_src, data_target=train_tgt, valid_data=valid_src,
+                        valid_target=valid_tgt, tokenizer="word")
+    run = tmp_path / "run"
+    tiny_train(run, data, steps=8, keep=4)
+    paths = list_checkpoints(run)
+    assert len(paths) == 4
+    assert main(["average", "--run", str(run), "--last", "3"]) == 0
+    assert "steps 4, 6, 8" in capsys.readouterr().out
+    averaged = load_checkpoint(run / "averaged.npz")
+    newest = [load_checkpoint(path) for path in paths[-3:]]
+    assert averaged.meta["averaged_steps"] == [4, 6, 8] and averaged.step == 8 and averaged.opt_state == {}
+    for name, value in averaged.params.items():
+        assert value.dtype == newest[-1].params[name].dtype
+        np.testing.assert_allclose(value, np.mean([c.params[name] for c in newest], axis=0), rtol=1e-6, atol=1e-7)
+    assert not np.array_equal(averaged.params["output/W"], newest[-1].params["output/W"])
+    assert main(["evaluate", "--run", str(run), "--checkpoint", "averaged", "--split", "valid", "--backend", "numpy",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["checkpoint"].endswith("averaged.npz")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--last", "1"], "last: expected an int >= 2"),
+    (["--last", "9"], "last: expected at least 9 checkpoints"),
+])
+def test_average_refuses_bad_counts_and_evaluate_names_a_missing_average(tmp_path, capsys, argv, message):
+    run = tmp_path / "run"
+    tiny_train(run, DataSettings(task="dates", train_size=200), steps=4, keep=3)
+    assert main(["average", "--run", str(run), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (run / "averaged.npz").exists()
+    assert main(["evaluate", "--run", str(run), "--checkpoint", "averaged", "--backend", "numpy"]) == 2
+    assert "seq2seq average" in capsys.readouterr().err
+
+
+def test_average_refuses_checkpoints_of_different_runs(tmp_path):
+    from dataclasses import replace
+
+    from seq2seq_lab.checkpoint import CheckpointError, save_averaged
+
+    run, other = tmp_path / "run", tmp_path / "other"
+    tiny_train(run, DataSettings(task="dates", train_size=200), steps=4, keep=3)
+    train(other, replace(TINY, hidden_dim=12), DataSettings(task="dates", train_size=200),
+          RunSettings(steps=6, batch_size=8, log_every=2, eval_every=6, eval_examples=20), OptimiserSettings(),
+          "numpy", progress=False, notify=lambda m: None)
+    stranger = list_checkpoints(other)[-1]
+    (run / stranger.name).write_bytes(stranger.read_bytes())
+    with pytest.raises(CheckpointError, match="another config .* only checkpoints of one run"):
+        save_averaged(run, 2)
+    assert not (run / "averaged.npz").exists()
