@@ -21,8 +21,8 @@ from pathlib import Path
 from .checkpoint import list_checkpoints
 
 LOCK_NAME = ".lock"
-RUN_FILES = ("metrics.jsonl", "summary.json", "loss_curve.png", "best.npz")
-_TEMPORARY = re.compile(r"^\.(?:checkpoint-\d{8}|best)\.npz\.(\d+)\.tmp$")
+RUN_FILES = ("metrics.jsonl", "summary.json", "loss_curve.png", "best.npz", "averaged.npz")
+_TEMPORARY = re.compile(r"^\.(?:checkpoint-\d{8}\.npz|best\.npz|averaged\.npz|metrics\.jsonl)\.(\d+)\.tmp$")
 
 
 def make_run_folder(out_dir: Path) -> None:
@@ -75,7 +75,7 @@ def move_previous_run(out_dir: Path) -> Path | None:
 
 
 def remove_stale_temporaries(out_dir: Path) -> list[Path]:
-    """Delete `.checkpoint-*.npz.<pid>.tmp` and `.best.npz.<pid>.tmp` files whose writer is no longer alive."""
+    """Delete the `.<file>.<pid>.tmp` files (checkpoints, best, averaged, metrics) whose writer is no longer alive."""
     removed = []
     for path in out_dir.iterdir():
         match = _TEMPORARY.match(path.name)

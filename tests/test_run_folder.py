@@ -38,6 +38,7 @@ def train(tmp_path, out="r", steps=30, eval_every=10, *extra, data=None):
 def test_fresh_moves_the_previous_run_aside_and_the_new_run_is_the_one_used(tmp_path, capsys):
     assert train(tmp_path) == 0
     assert [p.name for p in list_checkpoints(tmp_path / "r")] == [f"checkpoint-000000{s}.npz" for s in (10, 20, 30)]
+    assert main(["average", "--run", str(tmp_path / "r"), "--last", "2"]) == 0
     code = main(["train", "--data", str(tmp_path / "good.tsv"), "--hidden-dim", "32", "--embed-dim", "8",
                  "--backend", "numpy", "--batch-size", "8", "--eval-every", "4", "--steps", "8",
                  "--stop-at-accuracy", "0", "--fresh", "--out", str(tmp_path / "r"), "--no-progress"])
@@ -47,6 +48,7 @@ def test_fresh_moves_the_previous_run_aside_and_the_new_run_is_the_one_used(tmp_
     (aside,) = tmp_path.joinpath("r").glob("previous-*")
     assert [p.name for p in list_checkpoints(aside)] == [f"checkpoint-000000{s}.npz" for s in (10, 20, 30)]
     assert (aside / "metrics.jsonl").exists() and latest_checkpoint(tmp_path / "r").config.hidden_dim == 32
+    assert (aside / "averaged.npz").exists() and not (tmp_path / "r" / "averaged.npz").exists()
     assert max(r["step"] for r in read_metrics(tmp_path / "r" / "metrics.jsonl")) == 8
 
 
@@ -173,12 +175,14 @@ def test_stale_temporary_checkpoints_are_removed(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (tmp_path / "r").mkdir()
-    stale = tmp_path / "r" / f".checkpoint-00000004.npz.{dead.pid}.tmp"
+    stale = [tmp_path / "r" / f".{name}.{dead.pid}.tmp"
+             for name in ("checkpoint-00000004.npz", "best.npz", "averaged.npz", "metrics.jsonl")]
     live = tmp_path / "r" / f".checkpoint-00000004.npz.{os.getppid()}.tmp"
-    stale.write_bytes(b"x" * 100)
+    for path in stale:
+        path.write_bytes(b"x" * 100)
     live.write_bytes(b"x")
     assert train(tmp_path, "r", 4, 4) == 0
-    assert not stale.exists() and live.exists()
+    assert not any(path.exists() for path in stale) and live.exists()
 
 
 # 8. input hygiene
