@@ -21,6 +21,13 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class Parser(argparse.ArgumentParser):
+    """Bad options get one `error:` line, as every other bad input does, not argparse's usage block."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def package_version() -> str:
     try:
         return version("seq2seq-lab")
@@ -29,7 +36,7 @@ def package_version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seq2seq", description="LSTM encoder-decoder: reference, JAX, tools.")
+    parser = Parser(prog="seq2seq", description="LSTM encoder-decoder: reference, JAX, tools.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text, add, run in [

@@ -203,7 +203,12 @@ def test_bom_crlf_and_bad_option_values(tmp_path, capsys, monkeypatch):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 2
-    assert "expected an int >= 1, got 0" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert err.startswith("error: argument --") and err.count("\n") == 1, err  # one line, no usage block
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--beam", "0"])
+    assert capsys.readouterr().err == ("error: argument --beam: expected an int >= 1, got 0 "
+                                       "(see `seq2seq evaluate --help`)\n")
 
 
 # 9. one error line instead of a traceback
