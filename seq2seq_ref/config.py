@@ -23,10 +23,10 @@ class ModelConfig:
 
     src_vocab_size, tgt_vocab_size: V_src, V_tgt, including the special tokens.
     embed_dim: E.  hidden_dim: H (also the attention dimension A of Bahdanau).
-    num_layers: L, stacked recurrent layers on each side.
+    num_layers: L, stacked recurrent layers (or Transformer blocks) on each side.
     bidirectional: encoder reads both directions; keys then have K = 2H features.
     attention: the connection (registry.CONNECTIONS): "none" (Sutskever 2014), "bahdanau" (additive,
-        2015), "luong" (general, 2015).
+        2015), "luong" (general, 2015), "multihead" (scaled dot-product, num_heads heads, Vaswani 2017).
     dropout: inverted-dropout rate on embeddings, between layers and before the
         output projection; > 0 needs an explicit seed at training time.
     label_smoothing: epsilon of the smoothed cross-entropy (0 = plain).

@@ -43,6 +43,8 @@ def test_flop_count_of_gru_and_multihead():
     assert forward_flops(seed, "multihead") - forward_flops(seed, "none") == attend
     wide = seed.replace(bidirectional=True)  # K = 2H: only the K and V projections read the keys
     assert forward_flops(wide, "multihead") - forward_flops(wide, "none") == attend + 2 * 2 * B * S * H * H
+    with pytest.raises(ValueError, match="no FLOP count for 'additive'"):
+        forward_flops(seed, "additive")  # a connection without a count is never timed at 0 FLOPs
 
 
 def test_flop_count_of_the_transformer():

@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 
 import seq2seq_jax  # noqa: E402
 from seq2seq_jax import layers as jax_layers  # noqa: E402
+from seq2seq_jax import gru as jax_gru  # noqa: E402
 from seq2seq_jax import lstm as jax_lstm  # noqa: E402
 from seq2seq_ref import ModelConfig, init_params  # noqa: E402
 from seq2seq_ref.attention import masked_softmax  # noqa: E402
@@ -95,15 +96,36 @@ def test_the_custom_lstm_vjp_equals_autodiff_of_the_plain_scan():
         jax.jvp(lambda w: jax_lstm.lstm_scan(a_x, h0, c0, w, mask)[1], (W_h,), (np.ones_like(W_h),))
 
 
-def test_gradcheck_against_jax_uses_plain_autodiff():
+def test_the_custom_gru_vjp_equals_autodiff_of_the_plain_scan():
+    rng = np.random.default_rng(6)
+    T, B, H = 7, 4, 3
+    a_x, h0 = rng.standard_normal((T, B, 3 * H)), rng.standard_normal((B, H))
+    W_h, b_h = rng.standard_normal((H, 3 * H)), rng.standard_normal(3 * H)
+    mask = rng.random((T, B)) < 0.6  # not a prefix: gaps in the middle of a row
+    weights = [rng.standard_normal(s) for s in ((T, B, H), (B, H))]
+
+    def objective(scan):
+        def f(a_x, h0, W_h, b_h):
+            return sum((w * out).sum() for w, out in zip(weights, scan(a_x, h0, W_h, b_h, mask)))
+        return jax.grad(f, argnums=(0, 1, 2, 3))(a_x, h0, W_h, b_h)
+
+    hand, auto = objective(jax_gru.gru_scan), objective(jax_gru.gru_scan_autodiff)
+    for h, a in zip(hand, auto):
+        assert float(np.max(relative_error(np.asarray(h), np.asarray(a), 1e-3))) <= 1e-12
+
+
+@pytest.mark.parametrize("module, scan, cell", [(jax_lstm, "lstm_scan", "lstm"), (jax_gru, "gru_scan", "gru")])
+def test_gradcheck_against_jax_uses_plain_autodiff(module, scan, cell):
     from seq2seq_jax.gradcheck import compare_with_autodiff
 
     def refuse(*args):
         raise AssertionError("the custom VJP was used")
 
-    jax_lstm.lstm_scan.defvjp(jax_lstm._lstm_scan_fwd, refuse)
+    custom, forward_rule, backward_rule = (getattr(module, name) for name in (scan, f"_{scan}_fwd", f"_{scan}_bwd"))
+    custom.defvjp(forward_rule, refuse)
     try:
-        report = compare_with_autodiff(ModelConfig(7, 8, 4, 5, num_layers=2, bidirectional=True, attention="none"))
+        report = compare_with_autodiff(ModelConfig(7, 8, 4, 5, num_layers=2, bidirectional=True, attention="none",
+                                                   encoder=cell, decoder=cell))
     finally:
-        jax_lstm.lstm_scan.defvjp(jax_lstm._lstm_scan_fwd, jax_lstm._lstm_scan_bwd)
+        custom.defvjp(forward_rule, backward_rule)
     assert all(r["autodiff_passed"] for r in report.values())

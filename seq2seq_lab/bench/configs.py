@@ -113,8 +113,10 @@ def forward_flops(c: BenchConfig, attention: str, decode_steps: int | None = Non
         # wide in all), (M5) heads W_o, (M6) [o; s] W_c
         attend = 2 * (2 * B * S * K * H) + T * (2 * B * H * H + 2 * B * S * H + 2 * B * S * H + 2 * B * H * H
                                                 + 2 * B * 2 * H * H)
-    else:
+    elif attention == "none":
         attend = 0
+    else:  # a new connection must state its cost: never time it at 0 FLOPs silently
+        raise ValueError(f"attention: no FLOP count for {attention!r} in seq2seq_lab/bench/configs.py")
     output = 2 * B * T * H * V
     return encoder + decoder + attend + output
 
