@@ -1,9 +1,11 @@
 """Token-id datasets and length-bucketed batches.
 
 Each epoch's batches depend only on (seed, epoch), so a resumed run sees the
-same batches as an uninterrupted one.  Sorting by length within pools of
-`pool` batches keeps padding low; widths round up to a multiple of
-`pad_multiple` (capped at the dataset's longest) so a compiled backend sees few shapes.
+same batches as an uninterrupted one.  Sorting by the longer side within pools
+of `pool` batches keeps padding low on both sides (sorting by the source alone
+leaves the target a third padding on Multi30k); widths round up to a multiple
+of `pad_multiple` (capped at the dataset's longest) so a compiled backend sees
+few shapes: it compiles once per (source width, target width).
 """
 from __future__ import annotations
 
@@ -63,7 +65,8 @@ def epoch_batches(data: EncodedPairs, batch_size: int, seed: int, epoch: int, po
     """Index arrays of one epoch: shuffled, sorted by length within pools, batch order shuffled."""
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(data))
-    lengths = np.array([len(s) * 10_000 + len(t) for s, t in zip(data.src, data.tgt)])  # source first, then target
+    # the longer side first (it sets one of the widths), then the total; the target gains <eos>
+    lengths = np.array([max(len(s), len(t) + 1) * 10_000 + len(s) + len(t) for s, t in zip(data.src, data.tgt)])
     batches = []
     chunk = batch_size * pool
     for start in range(0, len(order), chunk):

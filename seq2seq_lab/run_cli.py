@@ -128,6 +128,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                      help="start a new run instead of resuming; an earlier run in --out is moved into "
                           "--out/previous-<timestamp>/, never deleted")
     run.add_argument("--keep", type=int, default=default(RunSettings, "keep"), help="checkpoints kept")
+    run.add_argument("--pad-multiple", type=int, default=default(RunSettings, "pad_multiple"),
+                     help="batch widths round up to a multiple of this: smaller pads less, but jax compiles "
+                          "its step once per (source width, target width)")
     run.add_argument("--log-every", type=int, default=default(RunSettings, "log_every"),
                      help="steps between loss records in metrics.jsonl")
     run.add_argument("--eval-every", type=int, default=default(RunSettings, "eval_every"),
@@ -173,7 +176,7 @@ def run_train(args) -> int:
     steps = args.steps if args.steps is not None or args.epochs is not None else DEFAULT_STEPS
     run = RunSettings(steps=steps, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                       log_every=args.log_every, eval_every=args.eval_every, keep=args.keep,
-                      eval_examples=args.eval_examples, select_by=args.select_by, patience=args.patience,
+                      pad_multiple=args.pad_multiple, eval_examples=args.eval_examples, select_by=args.select_by, patience=args.patience,
                       unk_dropout=args.unk_dropout, max_minutes=args.max_minutes,
                       stop_at_accuracy=args.stop_at_accuracy or None)
     optimiser = OptimiserSettings(name=args.optimizer, learning_rate=args.lr, momentum=args.momentum,
