@@ -36,7 +36,8 @@ def package_version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="seq2seq", description="Encoder-decoder (LSTM, GRU, Transformer; attention or not): NumPy reference, JAX twin, tools.")
+    parser = Parser(prog="seq2seq", description="Encoder-decoder (LSTM, GRU, Transformer; attention or not): "
+                                                "NumPy reference, JAX twin, tools.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text, add, run in [

@@ -176,7 +176,8 @@ def run_train(args) -> int:
     steps = args.steps if args.steps is not None or args.epochs is not None else DEFAULT_STEPS
     run = RunSettings(steps=steps, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                       log_every=args.log_every, eval_every=args.eval_every, keep=args.keep,
-                      pad_multiple=args.pad_multiple, eval_examples=args.eval_examples, select_by=args.select_by, patience=args.patience,
+                      pad_multiple=args.pad_multiple, eval_examples=args.eval_examples, select_by=args.select_by,
+                      patience=args.patience,
                       unk_dropout=args.unk_dropout, max_minutes=args.max_minutes,
                       stop_at_accuracy=args.stop_at_accuracy or None)
     optimiser = OptimiserSettings(name=args.optimizer, learning_rate=args.lr, momentum=args.momentum,
@@ -262,8 +263,6 @@ def add_average_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_average(args) -> int:
-    if args.last < 2:
-        raise ValueError(f"last: expected an int >= 2 (checkpoints to average), got {args.last}")
     path = save_averaged(args.run, args.last)
     steps = load_checkpoint(path).meta["averaged_steps"]
     print(f"averaged the params of steps {', '.join(map(str, steps))} into {path}; score it with "
