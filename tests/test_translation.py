@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seq2seq_lab.backends import OptimiserSettings
+from seq2seq_lab.backends import NumpyBackend, OptimiserSettings
 from seq2seq_lab.checkpoint import list_checkpoints, load_checkpoint, save_best
 from seq2seq_lab.cli import main
 from seq2seq_lab.subword import SubwordVocab
@@ -227,6 +227,26 @@ def test_bad_selection_settings():
         RunSettings(steps=1, select_by="f1")
     with pytest.raises(ValueError, match="patience: expected an int >= 1, got 0"):
         RunSettings(steps=1, patience=0)
+
+
+def test_pad_multiple_sets_the_batch_widths_and_refuses_zero(tmp_path, capsys, monkeypatch):
+    train_src, train_tgt = write_aligned(tmp_path, "train", 40, 0)
+    flags = ["train", "--data", train_src, "--data-target", train_tgt, "--tokenizer", "word", "--steps", "2",
+             "--batch-size", "8", "--hidden-dim", "8", "--embed-dim", "8", "--backend", "numpy", "--no-progress"]
+    assert main([*flags, "--pad-multiple", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert "pad_multiple: expected an int >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").glob("checkpoint-*"))
+    widths = []
+    original = NumpyBackend.train_step
+
+    def spy(self, params, opt_state, batch, *rest):
+        widths.append((batch.src.shape[1], batch.tgt_in.shape[1]))
+        return original(self, params, opt_state, batch, *rest)
+
+    monkeypatch.setattr(NumpyBackend, "train_step", spy)
+    assert main([*flags, "--pad-multiple", "3", "--out", str(tmp_path / "run")]) == 0
+    # a multiple of 3, or the split's longest side (5 source words; 5 target words and <eos>)
+    assert widths and all(w % 3 == 0 or w == longest for pair in widths for w, longest in zip(pair, (5, 6)))
 
 
 def test_word_output_is_natural_text_and_old_word_vocabularies_still_load():
