@@ -73,22 +73,27 @@ def test_the_loss_has_the_parameters_dtype(rng):
         assert np.asarray(loss).dtype == dtype
 
 
+def assert_custom_vjp_equals_autodiff(custom, plain, inputs, mask, output_shapes, rng):
+    """jax.grad of a weighted sum of the scan's outputs: hand-written VJP against autodiff of the plain scan."""
+    weights = [rng.standard_normal(shape) for shape in output_shapes]
+
+    def objective(scan):
+        def f(*inputs):
+            return sum((w * out).sum() for w, out in zip(weights, scan(*inputs, mask)))
+        return jax.grad(f, argnums=tuple(range(len(inputs))))(*inputs)
+
+    for h, a in zip(objective(custom), objective(plain)):
+        assert float(np.max(relative_error(np.asarray(h), np.asarray(a), 1e-3))) <= 1e-12  # 5e-16 measured
+
+
 def test_the_custom_lstm_vjp_equals_autodiff_of_the_plain_scan():
     rng = np.random.default_rng(5)
     T, B, H = 7, 4, 3
     a_x, h0, c0 = rng.standard_normal((T, B, 4 * H)), rng.standard_normal((B, H)), rng.standard_normal((B, H))
     W_h = rng.standard_normal((H, 4 * H))
     mask = rng.random((T, B)) < 0.6  # not a prefix: gaps in the middle of a row
-    weights = [rng.standard_normal(s) for s in ((T, B, H), (B, H), (B, H))]
-
-    def objective(scan):
-        def f(a_x, h0, c0, W_h):
-            return sum((w * out).sum() for w, out in zip(weights, scan(a_x, h0, c0, W_h, mask)))
-        return jax.grad(f, argnums=(0, 1, 2, 3))(a_x, h0, c0, W_h)
-
-    hand, auto = objective(jax_lstm.lstm_scan), objective(jax_lstm.lstm_scan_autodiff)
-    for h, a in zip(hand, auto):
-        assert float(np.max(relative_error(np.asarray(h), np.asarray(a), 1e-3))) <= 1e-12  # 5e-16 measured
+    assert_custom_vjp_equals_autodiff(jax_lstm.lstm_scan, jax_lstm.lstm_scan_autodiff, (a_x, h0, c0, W_h), mask,
+                                      ((T, B, H), (B, H), (B, H)), rng)
     # forward mode passes through the plain scan only
     tangent = jax.jvp(lambda w: jax_lstm.lstm_scan_autodiff(a_x, h0, c0, w, mask)[1], (W_h,), (np.ones_like(W_h),))
     assert np.all(np.isfinite(tangent[1]))
@@ -101,17 +106,9 @@ def test_the_custom_gru_vjp_equals_autodiff_of_the_plain_scan():
     T, B, H = 7, 4, 3
     a_x, h0 = rng.standard_normal((T, B, 3 * H)), rng.standard_normal((B, H))
     W_h, b_h = rng.standard_normal((H, 3 * H)), rng.standard_normal(3 * H)
-    mask = rng.random((T, B)) < 0.6  # not a prefix: gaps in the middle of a row
-    weights = [rng.standard_normal(s) for s in ((T, B, H), (B, H))]
-
-    def objective(scan):
-        def f(a_x, h0, W_h, b_h):
-            return sum((w * out).sum() for w, out in zip(weights, scan(a_x, h0, W_h, b_h, mask)))
-        return jax.grad(f, argnums=(0, 1, 2, 3))(a_x, h0, W_h, b_h)
-
-    hand, auto = objective(jax_gru.gru_scan), objective(jax_gru.gru_scan_autodiff)
-    for h, a in zip(hand, auto):
-        assert float(np.max(relative_error(np.asarray(h), np.asarray(a), 1e-3))) <= 1e-12
+    mask = rng.random((T, B)) < 0.6
+    assert_custom_vjp_equals_autodiff(jax_gru.gru_scan, jax_gru.gru_scan_autodiff, (a_x, h0, W_h, b_h), mask,
+                                      ((T, B, H), (B, H)), rng)
 
 
 @pytest.mark.parametrize("module, scan, cell", [(jax_lstm, "lstm_scan", "lstm"), (jax_gru, "gru_scan", "gru")])

@@ -37,6 +37,14 @@ def write_aligned(folder, name: str, count: int, seed: int):
     return str(folder / f"{name}.src"), str(folder / f"{name}.tgt")
 
 
+def given_splits(folder, train: int, valid: int, **settings) -> DataSettings:
+    """Word-level data with its own aligned training and validation files."""
+    train_src, train_tgt = write_aligned(folder, "train", train, 0)
+    valid_src, valid_tgt = write_aligned(folder, "valid", valid, 1)
+    return DataSettings(task=None, data=train_src, data_target=train_tgt, valid_data=valid_src,
+                        valid_target=valid_tgt, tokenizer="word", **settings)
+
+
 def tiny_train(out, data: DataSettings, steps=4, **run):
     settings = RunSettings(steps=steps, batch_size=8, log_every=2, eval_every=2, eval_examples=20, **run)
     return train(out, TINY, data, settings, OptimiserSettings(), "numpy", progress=False, notify=lambda m: None)
@@ -179,10 +187,7 @@ def eval_records(run):
 
 
 def test_best_checkpoint_is_selected_on_validation_and_used_by_evaluate_and_translate(tmp_path, capsys):
-    train_src, train_tgt = write_aligned(tmp_path, "train", 60, 0)
-    valid_src, valid_tgt = write_aligned(tmp_path, "valid", 10, 1)
-    data = DataSettings(task=None, data=train_src, data_target=train_tgt, valid_data=valid_src,
-                        valid_target=valid_tgt, tokenizer="word")
+    data = given_splits(tmp_path, 60, 10)
     run = tmp_path / "run"
     summary = tiny_train(run, data, steps=12, select_by="loss", keep=10)
     records = eval_records(run)
@@ -423,10 +428,7 @@ def test_the_plateau_schedule_reduces_the_rate_when_validation_stalls_and_resume
 
 
 def test_average_writes_the_mean_of_the_newest_checkpoints_and_evaluate_reads_it(tmp_path, capsys):
-    train_src, train_tgt = write_aligned(tmp_path, "train", 40, 0)
-    valid_src, valid_tgt = write_aligned(tmp_path, "valid", 8, 1)
-    data = DataSettings(task=None, data=train_src, data_target=train_tgt, valid_data=valid_src,
-                        valid_target=valid_tgt, tokenizer="word")
+    data = given_splits(tmp_path, 40, 8)
     run = tmp_path / "run"
     tiny_train(run, data, steps=8, keep=4)
     paths = list_checkpoints(run)
