@@ -308,6 +308,9 @@ def add_translate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-len", type=positive_int, default=None,
                         help="longest output in tokens (default: the run's --max-len)")
     parser.add_argument("--attention-plot", metavar="FILE.png", help="save attention heatmaps (greedy only)")
+    parser.add_argument("--unseen", choices=("drop", "unk"), default=None,
+                        help="a token unseen in training: drop it (char vocabularies only) or read it as <unk> "
+                             "(default: drop for char, unk for word; subwords have none)")
     parser.add_argument("--backend", choices=BACKENDS, default=None, help="default: jax if installed, else numpy")
     add_checkpoint_argument(parser)
 
@@ -327,18 +330,24 @@ def run_translate(args) -> int:
     if args.attention_plot and not CONNECTIONS[checkpoint.config.attention].has_weights:
         raise ValueError("attention_plot: the model has attention 'none'; there are no weights to plot")
     settings = DataSettings(**checkpoint.meta["data"])
-    if settings.lowercase:
-        texts = [text.lower() for text in texts]
-    sources = []
+    # training pairs are stripped when read (corpus.py), so what is translated is too
+    texts = [text.lower().strip() if settings.lowercase else text.strip() for text in texts]
+    if args.unseen == "drop" and src_vocab.tokenizer != "char":
+        raise ValueError(f"unseen: expected 'unk' with a {src_vocab.tokenizer} vocabulary ('drop' is for char "
+                         "vocabularies), got 'drop'")
+    unseen = args.unseen or ("drop" if src_vocab.tokenizer == "char" else "unk")
+    sources, read = [], []
     for text in texts:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ids = src_vocab.encode(text, warn=True)
+            kept = src_vocab.drop_unseen(text, warn=True) if unseen == "drop" else text
+            ids = src_vocab.encode(kept, warn=True)
         for warning in caught:
             print(f"warning: {text!r}: {warning.message}", file=sys.stderr)
         if not ids:
             raise ValueError(f"text: expected a non-empty sentence, got {text!r}")
         sources.append(ids)
+        read.append(kept)
     max_len = args.max_len or settings.max_len
     outputs, weights = decode_ids(engine, params, sources, max_len, batch_size=min(len(sources), 64),
                                   beam=args.beam, length_penalty=args.length_penalty)
@@ -349,7 +358,7 @@ def run_translate(args) -> int:
 
         items = [(src_vocab.pieces(text),
                   [tgt_vocab.tokens[i] for i in output], weight)
-                 for text, output, weight in zip(texts, outputs, weights)]
+                 for text, output, weight in zip(read, outputs, weights)]
         print(f"attention heatmap: {plot_attention(items, args.attention_plot)}", file=sys.stderr)
     return 0
 

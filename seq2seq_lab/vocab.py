@@ -96,6 +96,19 @@ class Vocab:
             warnings.warn(f"{len(unseen)} token(s) unseen in training mapped to <unk>: {unseen}", stacklevel=2)
         return ids
 
+    def drop_unseen(self, text: str, warn: bool = False) -> str:
+        """text without the characters a char vocabulary never saw, stripped (with a warning naming them).
+
+        A character model learnt nothing of a character it never saw; as `<unk>` it is a token the model met
+        in no training input, and it moves the output (a trailing `☃` changed 182 of 200 dates).
+        """
+        if self.tokenizer != "char":
+            raise ValueError(f"unseen: 'drop' is for char vocabularies, got a {self.tokenizer} vocabulary")
+        unseen = sorted({ch for ch in text if ch not in self.index})
+        if warn and unseen:
+            warnings.warn(f"{len(unseen)} character(s) unseen in training dropped: {unseen}", stacklevel=2)
+        return "".join(ch for ch in text if ch in self.index).strip()
+
     def decode(self, ids: Iterable[int]) -> str:
         """Text up to the first <eos>; pad and bos are dropped."""
         return detokenize([self.tokens[i] for i in content_ids(ids)], self.tokenizer)

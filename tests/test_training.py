@@ -165,8 +165,18 @@ def test_train_evaluate_translate_commands(tmp_path, capsys, monkeypatch):
     assert main(["translate", "--run", run, "--backend", "numpy", "--attention-plot", str(plot)]) == 0
     captured = capsys.readouterr()
     assert len(captured.out.splitlines()) == 2 and plot.stat().st_size > 1000
-    assert main(["translate", "--run", run, "--backend", "numpy", "ab~"]) == 0
+    assert main(["translate", "--run", run, "--backend", "numpy", "--unseen", "unk", "ab~"]) == 0
     assert "unseen in training mapped to <unk>: ['~']" in capsys.readouterr().err
+    # by default a char model drops what it never saw, and translates stripped text as it was trained on
+    assert main(["translate", "--run", run, "--backend", "numpy", "ab"]) == 0
+    clean = capsys.readouterr().out
+    for variant in ("ab~", "~ab", "a~b", "  ab ~ ", "\u2603ab"):
+        assert main(["translate", "--run", run, "--backend", "numpy", variant]) == 0
+        captured = capsys.readouterr()
+        assert captured.out == clean, variant
+        assert ("~" in variant or "\u2603" in variant) == ("unseen in training dropped" in captured.err), variant
+    assert main(["translate", "--run", run, "--backend", "numpy", "~"]) == 2
+    assert "text: expected a non-empty sentence" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("content,flag,expected", [

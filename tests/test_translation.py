@@ -171,6 +171,8 @@ def test_a_subword_run_translates_from_its_folder_alone_and_refuses_a_corrupt_to
     assert main(["translate", "--run", str(run), "--backend", "numpy", "the cat ☃ runs"]) == 0
     out = capsys.readouterr()
     assert "<unk>" not in out.out and "unseen" not in out.err
+    assert main(["translate", "--run", str(run), "--backend", "numpy", "--unseen", "drop", "the cat"]) == 2
+    assert "unseen: expected 'unk' with a unigram vocabulary" in capsys.readouterr().err
     meta = {k: v for k, v in checkpoint.meta.items() if k not in ("format", "step")}
     meta["src_vocab"] = {"tokenizer": "unigram", "model": "bm90IGEgbW9kZWw="}  # base64 of "not a model"
     save_best(run, checkpoint.step, checkpoint.params, meta)
