@@ -79,8 +79,8 @@ def save_best(directory: str | Path, step: int, params, meta: dict) -> Path:
     return _write(directory / BEST, step, params, {}, meta)
 
 
-def save_averaged(directory: str | Path, last: int) -> Path:
-    """Write averaged.npz: the element-wise mean of the params of the run's newest `last` checkpoints.
+def save_averaged(directory: str | Path, last: int) -> Checkpoint:
+    """Write averaged.npz, the element-wise mean of the params of the run's newest `last` checkpoints; return it.
 
     Averaging the final checkpoints of one run (Vaswani et al. 2017, section 6.1) smooths the noise of the
     last updates; each mean is taken in float64 and stored in the params' own dtype.
@@ -101,7 +101,8 @@ def save_averaged(directory: str | Path, last: int) -> Path:
     params = {name: np.mean([c.params[name].astype(np.float64) for c in checkpoints], axis=0).astype(value.dtype)
               for name, value in newest.params.items()}
     meta = {**newest.meta, "averaged_steps": [c.step for c in checkpoints]}
-    return _write(Path(directory) / AVERAGED, newest.step, params, {}, meta)
+    path = _write(Path(directory) / AVERAGED, newest.step, params, {}, meta)
+    return Checkpoint(path, newest.step, params, {}, meta)
 
 
 def _write(final: Path, step: int, params, opt_state, meta: dict) -> Path:

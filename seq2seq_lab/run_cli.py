@@ -263,9 +263,9 @@ def add_average_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_average(args) -> int:
-    path = save_averaged(args.run, args.last)
-    steps = load_checkpoint(path).meta["averaged_steps"]
-    print(f"averaged the params of steps {', '.join(map(str, steps))} into {path}; score it with "
+    averaged = save_averaged(args.run, args.last)
+    steps = averaged.meta["averaged_steps"]
+    print(f"averaged the params of steps {', '.join(map(str, steps))} into {averaged.path}; score it with "
           f"`seq2seq evaluate --run {args.run} --checkpoint averaged`")
     return 0
 

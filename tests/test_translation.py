@@ -1,12 +1,13 @@
 """Real translation data: given splits, subword vocabularies, model selection (issue 12).  Every corpus here is made by the test itself."""
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from seq2seq_lab.backends import NumpyBackend, OptimiserSettings
-from seq2seq_lab.checkpoint import list_checkpoints, load_checkpoint, save_best
+from seq2seq_lab.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_averaged, save_best
 from seq2seq_lab.cli import main
 from seq2seq_lab.subword import SubwordVocab
 from seq2seq_lab.data import DataSettings, load_splits
@@ -464,10 +465,6 @@ def test_average_refuses_bad_counts_and_evaluate_names_a_missing_average(tmp_pat
 
 
 def test_average_refuses_checkpoints_of_different_runs(tmp_path):
-    from dataclasses import replace
-
-    from seq2seq_lab.checkpoint import CheckpointError, save_averaged
-
     run, other = tmp_path / "run", tmp_path / "other"
     tiny_train(run, DataSettings(task="dates", train_size=200), steps=4, keep=3)
     train(other, replace(TINY, hidden_dim=12), DataSettings(task="dates", train_size=200),
