@@ -16,7 +16,7 @@ from jax import lax
 from seq2seq_ref import registry as reference
 from seq2seq_ref.components import Memory
 from seq2seq_ref.config import ModelConfig
-from seq2seq_ref.params import layer_params
+from seq2seq_ref.params import layer_params, tied_views
 
 from .layers import Embed, Linear, dropout, length_mask, reverse_padded
 from .registry import CELLS, CONNECTIONS, DECODERS, ENCODERS
@@ -109,6 +109,7 @@ class Seq2Seq(nnx.Module):
 
     def __init__(self, config: ModelConfig, params, custom_vjp=True):
         self.config = config
+        params = tied_views(params, config)  # (W1): autodiff sums a shared matrix's gradients (W1')
         self.src_embed = Embed(params["src_embed/W"])
         self.tgt_embed = Embed(params["tgt_embed/W"])
         self.encoder = ENCODERS.get(config.encoder, Encoder)(config, params, custom_vjp)

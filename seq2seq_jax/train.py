@@ -50,7 +50,7 @@ def loss_fn(params, config: ModelConfig, batch, dropout_key=None, compute_dtype=
     """
     if compute_dtype is not None:
         params = {name: value.astype(compute_dtype) for name, value in params.items()}
-    masks = make_dropout_masks(config, batch, params["output/W"].dtype, dropout_key)
+    masks = make_dropout_masks(config, batch, params["output/b"].dtype, dropout_key)
     return Seq2Seq(config, params, custom_vjp).loss(batch, masks, unroll)
 
 

@@ -8,7 +8,7 @@ import json
 import sys
 
 from seq2seq_ref import ATTENTION_TYPES, ModelConfig
-from seq2seq_ref.config import DECODER_TYPES as DECODERS, ENCODER_TYPES as ENCODERS
+from seq2seq_ref.config import DECODER_TYPES as DECODERS, ENCODER_TYPES as ENCODERS, TIE_EMBEDDINGS
 from seq2seq_ref.registry import CELLS, CONNECTIONS
 from seq2seq_ref.gradcheck import (
     DEFAULT_STENCIL, DEFAULT_STEP, DEFAULT_THRESHOLD, DEFAULT_TINY, STENCILS, gradcheck_model,
@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--paper-options", action="store_true",
                         help="also check each connection with its paper option: bahdanau's deep output, "
                              "input feeding for the others")
+    parser.add_argument("--tie-embeddings", choices=TIE_EMBEDDINGS, default="none",
+                        help="check tied embeddings (MATH.md (W1')): embed_dim becomes hidden_dim, and with 'all' "
+                             "both vocabularies have tgt_vocab_size entries")
     parser.add_argument("--layers", type=int, choices=(1, 2, 3), default=None,
                         help="stacked layers (default: 1 and 2)")
     direction = parser.add_mutually_exclusive_group()
@@ -58,9 +61,13 @@ def configs(args) -> list[ModelConfig]:
         sizes = dict(GRADCHECK_SIZES)
         if CELLS[enc].own_encoder or CELLS[dec].own_encoder:
             sizes["embed_dim"] = sizes["hidden_dim"]  # a Transformer side's width d is both
+        if args.tie_embeddings != "none":  # (W1) the output width is the embedding width
+            sizes["embed_dim"] = sizes["hidden_dim"]
+        if args.tie_embeddings == "all":
+            sizes["src_vocab_size"] = sizes["tgt_vocab_size"]
         try:
             config = ModelConfig(**sizes, num_layers=n, bidirectional=bi, attention=att, encoder=enc,
-                                 decoder=dec, num_heads=heads)
+                                 decoder=dec, num_heads=heads, tie_embeddings=args.tie_embeddings)
         except ValueError as error:
             # a combination that a family refuses (a bidirectional Transformer encoder, a Transformer decoder
             # with another connection) is left out of a sweep; if nothing is left, the last refusal is the error.
@@ -71,7 +78,10 @@ def configs(args) -> list[ModelConfig]:
             continue
         found.append(config)
         if args.paper_options and not CELLS[dec].own_decoder:  # the options belong to the connections
-            found.append(paper_variant(config))
+            try:
+                found.append(paper_variant(config))
+            except ValueError:  # the deep output's width is not the tied embedding's
+                pass
     if not found:
         raise refused
     return found
@@ -101,7 +111,8 @@ def run(args) -> int:
         for check in checks:
             record = {"encoder": config.encoder, "decoder": config.decoder, "attention": config.attention,
                       "num_heads": config.num_heads, "output_from": config.output_from,
-                      "input_feeding": config.input_feeding, "num_layers": config.num_layers,
+                      "input_feeding": config.input_feeding, "tie_embeddings": config.tie_embeddings,
+                      "num_layers": config.num_layers,
                       "bidirectional": config.bidirectional, **check.as_record()}
             if check.name in against:
                 record.update(against[check.name])
@@ -127,6 +138,7 @@ def print_table(records, settings, passed) -> None:
     print(header + (f" {'vs autodiff':>12}" if has_jax else "") + "  ok")
     for r in records:
         option = "+deep" if r["output_from"] != "state" else "+feed" if r["input_feeding"] else ""
+        option += {"none": "", "target": "+tie", "all": "+tieall"}[r.get("tie_embeddings", "none")]
         config = f"{r['encoder']}/{r['decoder']}/{r['attention']}{option} L{r['num_layers']} " \
                  f"{'bi' if r['bidirectional'] else 'uni'}"
         shape = "x".join(map(str, r["shape"]))

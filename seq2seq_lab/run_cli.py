@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 from seq2seq_ref import ATTENTION_TYPES
-from seq2seq_ref.config import DECODER_TYPES as DECODERS, ENCODER_TYPES as ENCODERS, OUTPUT_FROM
+from seq2seq_ref.config import DECODER_TYPES as DECODERS, ENCODER_TYPES as ENCODERS, OUTPUT_FROM, TIE_EMBEDDINGS
 from seq2seq_ref.optim import SCHEDULES
 from seq2seq_ref.registry import CELLS, CONNECTIONS
 
@@ -93,6 +93,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                        help="a Transformer block's feed-forward width (default: 4 x --hidden-dim)")
     model.add_argument("--max-positions", type=positive_int, default=defaults.max_positions,
                        help="the longest source a Transformer side accepts")
+    model.add_argument("--tie-embeddings", choices=TIE_EMBEDDINGS, default=defaults.tie_embeddings,
+                       help="share matrices (MATH.md (W1)): 'target' makes the output layer the target embedding "
+                            "transposed; 'all' also shares it with the source embedding (needs --shared-vocab)")
     model.add_argument("--dropout", type=float, default=defaults.dropout, help="dropout rate in training")
     model.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing,
                        help="label smoothing of the loss")
@@ -172,7 +175,8 @@ def run_train(args) -> int:
                          bidirectional=args.bidirectional, attention=args.attention, dropout=args.dropout,
                          label_smoothing=args.label_smoothing, encoder=args.encoder, decoder=args.decoder,
                          num_heads=args.heads, output_from=args.output_from, input_feeding=args.input_feeding,
-                         ffn_dim=args.ffn_dim, max_positions=args.max_positions)
+                         ffn_dim=args.ffn_dim, max_positions=args.max_positions,
+                         tie_embeddings=args.tie_embeddings)
     steps = args.steps if args.steps is not None or args.epochs is not None else DEFAULT_STEPS
     run = RunSettings(steps=steps, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                       log_every=args.log_every, eval_every=args.eval_every, keep=args.keep,

@@ -30,7 +30,8 @@ from .run_folder import exclusive, move_previous_run, remove_stale_temporaries, 
 from .vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocab
 
 MODEL_FIELDS = ("embed_dim", "hidden_dim", "num_layers", "bidirectional", "attention", "dropout", "label_smoothing",
-                "encoder", "decoder", "num_heads", "output_from", "input_feeding", "ffn_dim", "max_positions")
+                "encoder", "decoder", "num_heads", "output_from", "input_feeding", "ffn_dim", "max_positions",
+                "tie_embeddings")
 
 
 def _to_stderr(message: str) -> None:
@@ -60,6 +61,7 @@ class ModelOptions:
     input_feeding: bool = False
     ffn_dim: int | None = None
     max_positions: int = 512
+    tie_embeddings: str = "none"
 
     def __post_init__(self):
         ModelConfig(src_vocab_size=3, tgt_vocab_size=3, **asdict(self))  # the model's checks, before data is read
@@ -157,6 +159,10 @@ def train(out_dir: str | Path, model: ModelOptions = ModelOptions(), data: DataS
     out_dir/previous-<timestamp>/, never deleted.  notify receives one-line
     messages for the user (moved runs, dropped pairs, re-scoring).
     """
+    if model.tie_embeddings == "all" and not data.shared_vocab:
+        raise ValueError("tie_embeddings: 'all' makes one matrix the source and the target embedding, so both "
+                         "sides need one vocabulary: expected --shared-vocab (with --tokenizer bpe or unigram), "
+                         "got separate vocabularies; 'target' ties only the target side")
     out_dir = Path(out_dir)
     with exclusive(out_dir):
         for path in remove_stale_temporaries(out_dir):

@@ -10,6 +10,7 @@ ENCODER_TYPES = tuple(name for name, cell in CELLS.items() if "encoder" in cell.
 DECODER_TYPES = tuple(name for name, cell in CELLS.items() if "decoder" in cell.sides)
 ATTENTION_TYPES = tuple(CONNECTIONS)
 OUTPUT_FROM = ("state", "state+context+input")
+TIE_EMBEDDINGS = ("none", "target", "all")
 
 
 def _require_int(name: str, value, minimum: int) -> None:
@@ -41,6 +42,10 @@ class ModelConfig:
     ffn_dim: inner width of a Transformer block's feed-forward network; None means 4 * hidden_dim.
     max_positions: the longest source a Transformer side accepts (its sinusoidal positions (T1) need no
         table; the bound is checked with the batch).
+    tie_embeddings: (W1) "none"; "target": the output projection is the target embedding transposed,
+        W_out = E_tgt^T (Press & Wolf 2017; needs output_dim == embed_dim); "all": one matrix embed/W is
+        the source and target embedding and the output projection (Vaswani et al. 2017, §3.4; also needs
+        one vocabulary for both sides, so src_vocab_size == tgt_vocab_size).
     """
 
     src_vocab_size: int
@@ -62,6 +67,7 @@ class ModelConfig:
     input_feeding: bool = False
     ffn_dim: int | None = None
     max_positions: int = 512
+    tie_embeddings: str = "none"
 
     def __post_init__(self) -> None:
         _require_int("src_vocab_size", self.src_vocab_size, 3)
@@ -93,6 +99,16 @@ class ModelConfig:
         if self.input_feeding and connection.feeds_input:
             raise ValueError(f"input_feeding: expected False with attention={self.attention!r}, whose context "
                              "already feeds the decoder input, got True")
+        if self.tie_embeddings not in TIE_EMBEDDINGS:
+            raise ValueError(f"tie_embeddings: expected one of {TIE_EMBEDDINGS}, got {self.tie_embeddings!r}")
+        if self.tie_embeddings != "none" and self.output_dim != self.embed_dim:
+            raise ValueError(f"tie_embeddings: expected 'none' when the output layer reads {self.output_dim} features "
+                             f"and the embeddings have {self.embed_dim} (a tied output projection is the "
+                             f"embedding transposed), got {self.tie_embeddings!r}")
+        if self.tie_embeddings == "all" and self.src_vocab_size != self.tgt_vocab_size:
+            raise ValueError(f"tie_embeddings: expected 'none' or 'target' with two vocabularies "
+                             f"(src_vocab_size {self.src_vocab_size}, tgt_vocab_size {self.tgt_vocab_size}); "
+                             f"'all' needs one shared vocabulary, got {self.tie_embeddings!r}")
         for name in ("dropout", "label_smoothing"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:

@@ -13,6 +13,7 @@ from .batch import length_mask
 from .components import Memory, repeat_memory
 from .decoder import decoder_step_forward, make_memory
 from .encoder import bridge_forward, encoder_forward
+from .params import tied_views
 from .registry import CONNECTIONS
 from .layers import log_softmax
 from .validation import check_decode_inputs
@@ -20,6 +21,7 @@ from .validation import check_decode_inputs
 
 def encode(params, config, src, src_lengths):
     """Returns the decoder's Memory and its initial states (L state tuples of the decoder cell)."""
+    params = tied_views(params, config)
     x = params["src_embed/W"][src]
     keys, states, _ = encoder_forward(x, src_lengths, params, config, {})
     return make_memory(keys, length_mask(src_lengths, src.shape[1]), params, config), bridge_forward(states, config)
@@ -27,6 +29,7 @@ def encode(params, config, src, src_lengths):
 
 def step_log_probs(params, config, tokens, states, memory: Memory):
     """log p(next token | prefix) [N, V] for N prefixes ending in tokens int[N]; new states; alpha."""
+    params = tied_views(params, config)
     y = params["tgt_embed/W"][tokens]
     feature, states, alpha, _ = decoder_step_forward(
         y, states, memory, np.ones(len(tokens), dtype=bool), params, config

@@ -20,6 +20,7 @@ from .layers import (
     embedding_forward,
     softmax_cross_entropy,
 )
+from .params import tie_grads, tied_views
 from .registry import CELLS
 from .validation import check_batch, check_config, check_dropout_rng, check_params
 
@@ -60,7 +61,8 @@ def forward(params, config: ModelConfig, batch: Batch, dropout_rng=None):
 
     Returns loss (a scalar of the params' dtype) and the cache for backward.
     """
-    dtype = params["output/W"].dtype
+    dtype = params["output/b"].dtype
+    params = tied_views(params, config)  # (W1)
     masks = make_dropout_masks(config, batch, dtype, dropout_rng)
     src_mask = length_mask(batch.src_lengths, batch.src.shape[1])
     tgt_mask = length_mask(batch.tgt_lengths, batch.tgt_in.shape[1])
@@ -109,5 +111,5 @@ def loss_and_grads(params, config: ModelConfig, batch: Batch, dropout_rng=None):
     dtype = check_params(params, config)
     batch = check_batch(batch, config)
     loss, cache = forward(params, config, batch, dropout_rng)  # forward checks dropout_rng before computing
-    grads = backward(cache)
+    grads = tie_grads(backward(cache), config)  # (W1')
     return dtype.type(loss), {name: grads[name].astype(dtype, copy=False) for name in params}

@@ -12,6 +12,11 @@ Names (both backends, and checkpoints, use exactly these):
     output/W                [F, V_tgt]
     output/b                [V_tgt]
 
+Tied embeddings (W1) drop the names a shared matrix stands for: with tie_embeddings="target" there is
+no output/W (it is tgt_embed/W transposed); with "all", embed/W [V, E] replaces src_embed/W,
+tgt_embed/W and output/W.  tied_views gives the model every name back; tie_grads sums the
+gradients of the places one matrix serves (W1').
+
 with <p> per cell (lstm.LSTM, gru.GRU: param_shapes) and per connection
 (connections/*.py: param_shapes). For the LSTM: W_x [D, 4H], W_h [H, 4H],
 b [4H] (gates i, f, g, o); for the GRU: W_x [D, 3H], W_h [H, 3H], b_x, b_h [3H]
@@ -38,10 +43,10 @@ def encoder_layer_names(config: ModelConfig) -> list[tuple[int, str]]:
 def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     E, H, K = config.embed_dim, config.hidden_dim, config.key_dim
     encoder, decoder, connection = CELLS[config.encoder], CELLS[config.decoder], CONNECTIONS[config.attention]
-    shapes: dict[str, tuple[int, ...]] = {
-        "src_embed/W": (config.src_vocab_size, E),
-        "tgt_embed/W": (config.tgt_vocab_size, E),
-    }
+    if config.tie_embeddings == "all":
+        shapes: dict[str, tuple[int, ...]] = {"embed/W": (config.tgt_vocab_size, E)}
+    else:
+        shapes = {"src_embed/W": (config.src_vocab_size, E), "tgt_embed/W": (config.tgt_vocab_size, E)}
     if encoder.own_encoder:
         shapes.update(encoder.encoder_param_shapes(config))
     for layer, direction in [] if encoder.own_encoder else encoder_layer_names(config):
@@ -57,8 +62,37 @@ def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
             shapes[f"decoder/l{layer}/{suffix}"] = shape
     if not decoder.own_decoder:
         shapes.update(connection.param_shapes(config))
-    shapes.update({"output/W": (config.output_dim, config.tgt_vocab_size), "output/b": (config.tgt_vocab_size,)})
+    if config.tie_embeddings == "none":
+        shapes["output/W"] = (config.output_dim, config.tgt_vocab_size)
+    shapes["output/b"] = (config.tgt_vocab_size,)
     return shapes
+
+
+def tied_views(params, config: ModelConfig) -> dict:
+    """(W1) Every name the model reads, a tied one as a view of the matrix it shares (numpy or jax arrays).
+
+    Views of views are the views themselves, so a decoding loop may call it at every step.
+    """
+    if config.tie_embeddings == "none" or "output/W" in params:
+        return params
+    views = dict(params)
+    if config.tie_embeddings == "all":
+        views["src_embed/W"] = views["tgt_embed/W"] = views.pop("embed/W")
+    views["output/W"] = views["tgt_embed/W"].T
+    return views
+
+
+def tie_grads(grads: dict, config: ModelConfig) -> dict:
+    """(W1') The gradient of a shared matrix is the sum of the gradients of the places it serves."""
+    if config.tie_embeddings == "none":
+        return grads
+    grads = dict(grads)
+    shared = grads.pop("tgt_embed/W") + grads.pop("output/W").T
+    if config.tie_embeddings == "all":
+        grads["embed/W"] = shared + grads.pop("src_embed/W")
+    else:
+        grads["tgt_embed/W"] = shared
+    return grads
 
 
 def layer_params(params, prefix: str, cell) -> dict[str, np.ndarray]:
@@ -70,7 +104,8 @@ def init_params(config: ModelConfig, seed: int, dtype=np.float32) -> dict[str, n
     """Fresh parameters, the same for a given (config, seed) in both backends.
 
     Embeddings ~ N(0, 1), or N(0, 1/d) read by a Transformer side (whose √d scale (T5) brings them to the
-    scale of the positions); output bias 0; cell parameters as the cell says
+    scale of the positions) or tied to the output projection (W1), whose logits it keeps at unit scale;
+    output bias 0; cell parameters as the cell says
     (matrices U(-1/sqrt(H), 1/sqrt(H)) as PyTorch; the LSTM's forget-gate bias
     1, Gers et al. 2000); connection parameters as the connection says
     (default U(-1/sqrt(n), 1/sqrt(n)) with n the fan-in).  One generator draws
@@ -87,7 +122,8 @@ def init_params(config: ModelConfig, seed: int, dtype=np.float32) -> dict[str, n
         side, suffix = name.split("/", 1)[0], name.rsplit("/", 1)[1]
         if name.endswith("embed/W"):
             value = rng.standard_normal(shape)
-            if CELLS[config.encoder if name == "src_embed/W" else config.decoder].uses_positions:
+            tied = name == "embed/W" or (name == "tgt_embed/W" and config.tie_embeddings == "target")
+            if tied or CELLS[config.encoder if name == "src_embed/W" else config.decoder].uses_positions:
                 value = value / np.sqrt(shape[1])  # N(0, 1/d): (T5)'s √d scale gives N(0, 1), as the positions
         elif name == "output/b":
             value = np.zeros(shape)

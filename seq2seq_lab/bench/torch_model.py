@@ -271,16 +271,19 @@ class TorchSeq2Seq(nn.Module):
         else:
             self.encoder = SEQUENCE_MODULES[config.encoder](E, H, L, batch_first=True,
                                                             bidirectional=config.bidirectional)
+        self.output = nn.Linear(config.output_dim, config.tgt_vocab_size)
+        if config.tie_embeddings != "none":  # (W1) one Parameter: autograd sums its gradients (W1')
+            self.output.weight = self.tgt_embed.weight
+        if config.tie_embeddings == "all":
+            self.src_embed.weight = self.tgt_embed.weight
         if config.decoder in TORCH_DECODERS:  # it reads the encoder through its own cross-attention
             self.attention, self.decoder = None, TORCH_DECODERS[config.decoder](config)
-            self.output = nn.Linear(config.output_dim, config.tgt_vocab_size)
             return
         self.attention = TORCH_CONNECTIONS[config.attention](config)
         if self.attention.feeds_input:  # (A5) the context joins each step's input: one cell per layer
             self.cells = nn.ModuleList(STEP_MODULES[config.decoder](E + K if l == 0 else H, H) for l in range(L))
         else:
             self.decoder = SEQUENCE_MODULES[config.decoder](E, H, L, batch_first=True)
-        self.output = nn.Linear(config.output_dim, config.tgt_vocab_size)
 
     def encode(self, src, src_lengths=None):
         """-> keys [B, S, K] and the decoder's initial state (a tuple named as the decoder cell's, each [L, B, H])."""
@@ -372,6 +375,11 @@ class TorchSeq2Seq(nn.Module):
         config = self.config
         slots = {"src_embed/W": Slot(self.src_embed.weight), "tgt_embed/W": Slot(self.tgt_embed.weight),
                  "output/W": Slot(self.output.weight, True), "output/b": Slot(self.output.bias)}
+        if config.tie_embeddings != "none":
+            del slots["output/W"]
+        if config.tie_embeddings == "all":
+            del slots["src_embed/W"]
+            slots["embed/W"] = slots.pop("tgt_embed/W")
         if config.encoder in TORCH_ENCODERS:
             slots.update(self.encoder.slots())
         for l in range(config.num_layers):
