@@ -1,8 +1,9 @@
 """Compiled greedy decoding and beam search: one XLA program each, a lax.while_loop over positions.
 
 The same algorithm as seq2seq_ref.decode, tie-breaking included: argmax takes
-the lowest token id; lax.top_k, like the reference's stable sort, puts the
-lower flat index beam * V + token first among equal scores.
+the lowest token id; beam search ranks candidates by score, then by the step's
+own log-probability, then by the lower flat index beam * V + token, as the
+reference's np.lexsort does (over a shortlist that provably holds the winners).
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from seq2seq_ref.validation import check_decode_inputs
 
 from .models import Seq2Seq
 from .params import check_precision
+
+SHORTLIST = 8  # candidates per beam slot that beam search ranks exactly (_best_candidates)
 
 
 def _unfinished(carry, max_len):
@@ -60,6 +63,26 @@ def _ranked(keys, index):
     return lax.sort((*keys, index), dimension=-1, is_stable=True, num_keys=len(keys) + 1)[-1]
 
 
+def _best_candidates(candidates, step, count, shortlist):
+    """The first `count` flat indices of seq2seq_ref.decode.rank_candidates(candidates, step), each row [B, N].
+
+    Sorting all K * V candidates of a row every step is what made beam search slow; lax.top_k shortlists
+    `shortlist` of them by score, and only those are ranked by the three keys.  That is exact whenever every
+    candidate scoring at least the count-th best score is on the shortlist (checked at run time); otherwise
+    (more ties at that score than the shortlist holds) every candidate is ranked.
+    """
+    index = jnp.broadcast_to(jnp.arange(candidates.shape[1]), candidates.shape)
+    shortlist = max(shortlist, count)
+    if shortlist >= candidates.shape[1]:
+        return _ranked((-candidates, -step), index)[:, :count]
+    values, listed = lax.top_k(candidates, shortlist)
+    listed = listed.astype(index.dtype)
+    complete = jnp.all(jnp.sum(candidates >= values[:, count - 1:count], axis=1) <= shortlist)
+    return lax.cond(complete,
+                    lambda: _ranked((-values, -jnp.take_along_axis(step, listed, axis=1)), listed)[:, :count],
+                    lambda: _ranked((-candidates, -step), index)[:, :count])
+
+
 @partial(jax.jit, static_argnames=("config", "beam_size", "max_len", "length_penalty"))
 def _beam_search(params, config, src, src_lengths, beam_size, max_len, length_penalty):
     """seq2seq_ref.decode.beam_search step for step: a finished set beside the live beam, per-sentence stop."""
@@ -70,7 +93,6 @@ def _beam_search(params, config, src, src_lengths, beam_size, max_len, length_pe
     states = jax.tree.map(lambda s: jnp.repeat(s, K, axis=0), states)
     dtype = memory.keys.dtype
     rows = jnp.arange(B)[:, None]
-    flat_index = jnp.broadcast_to(jnp.arange(K * V), (B, K * V))
     best_bound = jnp.asarray(length_normaliser(max_len, length_penalty), dtype)
 
     def body(carry):
@@ -78,7 +100,7 @@ def _beam_search(params, config, src, src_lengths, beam_size, max_len, length_pe
         step, states, _ = model.step_log_probs(previous, states, memory)
         step = step.reshape(B, K * V)
         candidates = (live_log_p[..., None] + step.reshape(B, K, V)).reshape(B, K * V)
-        top = _ranked((-candidates, -step), flat_index)[:, : 2 * K]
+        top = _best_candidates(candidates, step, 2 * K, SHORTLIST * K)
         top_log_p, beam, token = jnp.take_along_axis(candidates, top, axis=1), top // V, (top % V).astype(src.dtype)
         extended = live_tokens[rows, beam].at[:, :, t].set(token)
         ends = (token[:, :K] == config.eos_id) & jnp.isfinite(top_log_p[:, :K])

@@ -53,3 +53,13 @@ class Linear(nnx.Module):
 
     def __call__(self, x):
         return x @ self.W[...] + self.b[...]  # (O1)
+
+
+class TiedLinear(nnx.Module):
+    """The output layer of tied embeddings: it owns only its bias; the matrix is an embedding's, [V, E]."""
+
+    def __init__(self, b):
+        self.b = nnx.Param(b)
+
+    def __call__(self, x, embedding):
+        return x @ embedding.T + self.b[...]  # (W1) W_out = Eᵀ in (O1)

@@ -16,9 +16,9 @@ from jax import lax
 from seq2seq_ref import registry as reference
 from seq2seq_ref.components import Memory
 from seq2seq_ref.config import ModelConfig
-from seq2seq_ref.params import layer_params, tied_views
+from seq2seq_ref.params import layer_params
 
-from .layers import Embed, Linear, dropout, length_mask, reverse_padded
+from .layers import Embed, Linear, TiedLinear, dropout, length_mask, reverse_padded
 from .registry import CELLS, CONNECTIONS, DECODERS, ENCODERS
 
 
@@ -109,15 +109,36 @@ class Seq2Seq(nnx.Module):
 
     def __init__(self, config: ModelConfig, params, custom_vjp=True):
         self.config = config
-        params = tied_views(params, config)  # (W1): autodiff sums a shared matrix's gradients (W1')
-        self.src_embed = Embed(params["src_embed/W"])
-        self.tgt_embed = Embed(params["tgt_embed/W"])
+        # (W1) one nnx.Param per flat name, so a shared matrix is one Param (autodiff sums its gradients (W1'))
+        if config.tie_embeddings == "all":
+            self.embed = Embed(params["embed/W"])
+        else:
+            self.src_embed, self.tgt_embed = Embed(params["src_embed/W"]), Embed(params["tgt_embed/W"])
         self.encoder = ENCODERS.get(config.encoder, Encoder)(config, params, custom_vjp)
         self.own_decoder = reference.CELLS[config.decoder].own_decoder
         self.decoder = DECODERS.get(config.decoder, Decoder)(config, params, custom_vjp)
         # a decoder family with its own stack reads the encoder through its own attention
         self.attention = None if self.own_decoder else CONNECTIONS[config.attention](params, config)
-        self.output = Linear(params["output/W"], params["output/b"])
+        if config.tie_embeddings == "none":
+            self.output = Linear(params["output/W"], params["output/b"])
+        else:
+            self.output = TiedLinear(params["output/b"])
+
+    def embedding(self, side: str) -> Embed:
+        """The embedding of side "src" or "tgt": one module for both with tie_embeddings="all" (W1)."""
+        return self.embed if self.config.tie_embeddings == "all" else getattr(self, f"{side}_embed")
+
+    def embed_source(self, ids):
+        return self.embedding("src")(ids)
+
+    def embed_target(self, ids):
+        return self.embedding("tgt")(ids)
+
+    def logits(self, features):
+        """(O1) z = f W_out + b_out; tied (W1), W_out is the target embedding transposed."""
+        if self.config.tie_embeddings == "none":
+            return self.output(features)
+        return self.output(features, self.embedding("tgt").W[...])
 
     @property
     def feeds_input(self) -> bool:
@@ -127,7 +148,7 @@ class Seq2Seq(nnx.Module):
         """src int[B, S] -> Memory (what the connection reads) and the decoder's initial states (for a decoder
         family with its own stack: its decoding cache, for max_len positions)."""
         dropout_masks = dropout_masks or {}
-        x = dropout(self.src_embed(src), dropout_masks.get("src_embed"))
+        x = dropout(self.embed_source(src), dropout_masks.get("src_embed"))
         keys, states = self.encoder(x, src_lengths, dropout_masks, unroll)
         if self.own_decoder:
             memory = Memory(keys, length_mask(src_lengths, src.shape[1]), self.decoder.memory(keys))
@@ -160,7 +181,7 @@ class Seq2Seq(nnx.Module):
     def features(self, tgt_in, tgt_lengths, memory: Memory, states, dropout_masks=None, unroll=1):
         """Teacher-forced decoder features [B, T, F] and attention weights [B, T, S] (or None)."""
         dropout_masks = dropout_masks or {}
-        y = dropout(self.tgt_embed(tgt_in), dropout_masks.get("tgt_embed"))
+        y = dropout(self.embed_target(tgt_in), dropout_masks.get("tgt_embed"))
         if self.own_decoder:
             return self.decoder.features(y, memory, dropout_masks)
         mask = length_mask(tgt_lengths, tgt_in.shape[1])
@@ -181,18 +202,18 @@ class Seq2Seq(nnx.Module):
         dropout_masks = dropout_masks or {}
         memory, states = self.encode(batch.src, batch.src_lengths, dropout_masks, unroll)
         features, _ = self.features(batch.tgt_in, batch.tgt_lengths, memory, states, dropout_masks, unroll)
-        logits = self.output(dropout(features, dropout_masks.get("output")))
+        logits = self.logits(dropout(features, dropout_masks.get("output")))
         logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
         return softmax_cross_entropy(logits, batch.tgt_out, length_mask(batch.tgt_lengths, batch.tgt_in.shape[1]),
                                      self.config.label_smoothing)
 
     def step_log_probs(self, tokens, states, memory: Memory):
         """log p(next | prefix) [N, V] for prefixes ending in tokens int[N]; pad and bos never generated."""
-        y = self.tgt_embed(tokens)
+        y = self.embed_target(tokens)
         feature, states, alpha = self.decoder_step(
             y, states, memory, jnp.ones(tokens.shape[0], bool), [None] * self.config.num_layers
         )
-        log_p = jax.nn.log_softmax(self.output(feature), axis=-1)
+        log_p = jax.nn.log_softmax(self.logits(feature), axis=-1)
         log_p = log_p.at[:, jnp.array([self.config.pad_id, self.config.bos_id])].set(-jnp.inf)
         return log_p, states, alpha
 

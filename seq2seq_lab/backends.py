@@ -24,6 +24,7 @@ class OptimiserSettings:
     name: str = "adam"
     learning_rate: float = 3e-3
     momentum: float = 0.9
+    beta2: float = 0.999          # adam's second-moment decay (Vaswani et al. 2017 use 0.98)
     clip_norm: float | None = 5.0
     schedule: str = "constant"
     warmup: int = 400
@@ -33,7 +34,8 @@ class OptimiserSettings:
     def __post_init__(self):
         from seq2seq_ref.optim import check_optimizer
 
-        check_optimizer(self.name, self.learning_rate, self.momentum, self.clip_norm, self.schedule, self.warmup)
+        check_optimizer(self.name, self.learning_rate, self.momentum, self.clip_norm, self.schedule, self.warmup,
+                        self.beta2)
         if isinstance(self.plateau_factor, bool) or not 0.0 < self.plateau_factor < 1.0:
             raise ValueError(f"plateau_factor: expected a float in (0, 1), got {self.plateau_factor!r}")
         if isinstance(self.plateau_patience, bool) or not isinstance(self.plateau_patience, int) \
@@ -54,7 +56,8 @@ class OptimiserSettings:
     def arguments(self) -> dict:
         """make_optimizer's keyword arguments, the same in both backends."""
         return {"name": self.name, "learning_rate": self.learning_rate, "momentum": self.momentum,
-                "clip_norm": self.clip_norm, "schedule": self.schedule, "warmup": self.warmup}  # plateau: in the loop
+                "clip_norm": self.clip_norm, "schedule": self.schedule, "warmup": self.warmup,
+                "beta2": self.beta2}  # plateau: in the loop
 
     def learning_rate_at(self, step: int) -> float:
         """The rate of update number step + 1 (step updates done before it)."""

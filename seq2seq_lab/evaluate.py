@@ -89,7 +89,8 @@ def evaluate(backend, params, config, data: EncodedPairs, tgt_vocab, batch_size:
     """Scores of greedy (or beam) output against the references, decoding at most max_len tokens.
 
     exact_match and token_accuracy are per pair; BLEU and chrF (sacrebleu, on detokenised text) score each
-    distinct source once against all of its references; unk_outputs counts outputs holding <unk>.
+    distinct source once against all of its references (with BLEU's brevity penalty and the outputs' length over
+    the references'); unk_outputs counts outputs holding <unk>.
     """
     from sacrebleu.metrics import BLEU, CHRF
 
@@ -98,11 +99,14 @@ def evaluate(backend, params, config, data: EncodedPairs, tgt_vocab, batch_size:
     rows, streams = references_by_source(data.texts)
     hypotheses = [tgt_vocab.decode(outputs[row]) for row in rows]
     bleu, chrf = BLEU(), CHRF()
+    bleu_score = bleu.corpus_score(hypotheses, streams)
     scores = {
         "examples": len(outputs),
         "exact_match": float(np.mean([o == r for o, r in zip(outputs, references)])),
         "token_accuracy": correct / sum(map(len, references)),
-        "bleu": bleu.corpus_score(hypotheses, streams).score,
+        "bleu": bleu_score.score,
+        "bleu_brevity_penalty": bleu_score.bp,  # below 1: the outputs are shorter than the references
+        "bleu_length_ratio": bleu_score.sys_len / max(bleu_score.ref_len, 1),
         "chrf": chrf.corpus_score(hypotheses, streams).score,
         "distinct_sources": len(rows),
         "unk_outputs": sum(UNK_ID in output for output in outputs),

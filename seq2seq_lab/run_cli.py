@@ -121,6 +121,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--plateau-patience", type=positive_int, default=default(OptimiserSettings, "plateau_patience"),
                      help="--schedule plateau: validations without improvement before each reduction")
     run.add_argument("--momentum", type=float, default=default(OptimiserSettings, "momentum"), help="for sgd")
+    run.add_argument("--beta2", type=float, default=default(OptimiserSettings, "beta2"),
+                     help="for adam: the decay of its second-moment average")
     run.add_argument("--clip-norm", type=float, default=default(OptimiserSettings, "clip_norm"),
                      help="global-norm clipping; 0 turns it off")
     run.add_argument("--seed", type=int, default=default(RunSettings, "seed"),
@@ -187,7 +189,7 @@ def run_train(args) -> int:
     optimiser = OptimiserSettings(name=args.optimizer, learning_rate=args.lr, momentum=args.momentum,
                                   clip_norm=args.clip_norm or None, schedule=args.schedule,
                                   warmup=args.warmup, plateau_factor=args.plateau_factor,
-                                  plateau_patience=args.plateau_patience)
+                                  plateau_patience=args.plateau_patience, beta2=args.beta2)
     out = Path(args.out or f"runs/{task or Path(args.data).stem}")
     backend = args.backend or default_backend()
     print(f"training {task or args.data} on {backend}; run folder {out}", file=sys.stderr)

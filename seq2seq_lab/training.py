@@ -161,8 +161,8 @@ def train(out_dir: str | Path, model: ModelOptions = ModelOptions(), data: DataS
     """
     if model.tie_embeddings == "all" and not data.shared_vocab:
         raise ValueError("tie_embeddings: 'all' makes one matrix the source and the target embedding, so both "
-                         "sides need one vocabulary: expected --shared-vocab (with --tokenizer bpe or unigram), "
-                         "got separate vocabularies; 'target' ties only the target side")
+                         "sides need one vocabulary: expected --data with --tokenizer bpe or unigram and "
+                         "--shared-vocab, got separate vocabularies; 'target' ties only the target side")
     out_dir = Path(out_dir)
     with exclusive(out_dir):
         for path in remove_stale_temporaries(out_dir):

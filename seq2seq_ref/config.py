@@ -104,7 +104,8 @@ class ModelConfig:
         if self.tie_embeddings != "none" and self.output_dim != self.embed_dim:
             raise ValueError(f"tie_embeddings: expected 'none' when the output layer reads {self.output_dim} features "
                              f"and the embeddings have {self.embed_dim} (a tied output projection is the "
-                             f"embedding transposed), got {self.tie_embeddings!r}")
+                             f"embedding transposed: make --embed-dim equal the output width, normally "
+                             f"--hidden-dim), got {self.tie_embeddings!r}")
         if self.tie_embeddings == "all" and self.src_vocab_size != self.tgt_vocab_size:
             raise ValueError(f"tie_embeddings: expected 'none' or 'target' with two vocabularies "
                              f"(src_vocab_size {self.src_vocab_size}, tgt_vocab_size {self.tgt_vocab_size}); "

@@ -20,8 +20,9 @@ from .validation import check_decode_inputs
 
 
 def encode(params, config, src, src_lengths):
-    """Returns the decoder's Memory and its initial states (L state tuples of the decoder cell)."""
-    params = tied_views(params, config)
+    """Returns the decoder's Memory and its initial states (L state tuples of the decoder cell).
+
+    params: every name the model reads, tied ones as tied_views gives them (as for step_log_probs)."""
     x = params["src_embed/W"][src]
     keys, states, _ = encoder_forward(x, src_lengths, params, config, {})
     return make_memory(keys, length_mask(src_lengths, src.shape[1]), params, config), bridge_forward(states, config)
@@ -29,7 +30,6 @@ def encode(params, config, src, src_lengths):
 
 def step_log_probs(params, config, tokens, states, memory: Memory):
     """log p(next token | prefix) [N, V] for N prefixes ending in tokens int[N]; new states; alpha."""
-    params = tied_views(params, config)
     y = params["tgt_embed/W"][tokens]
     feature, states, alpha, _ = decoder_step_forward(
         y, states, memory, np.ones(len(tokens), dtype=bool), params, config
@@ -47,6 +47,7 @@ def greedy_decode(params, config, src, src_lengths, max_len):
     attention weights [B, max_len, S] (0 after EOS), or None without attention.
     """
     src, src_lengths = check_decode_inputs(params, config, src, src_lengths, max_len)
+    params = tied_views(params, config)  # (W1)
     memory, states = encode(params, config, src, src_lengths)
     B, S = src.shape
     tokens = np.full((B, max_len), config.pad_id, dtype=np.int64)
@@ -104,6 +105,7 @@ def beam_search(params, config, src, src_lengths, beam_size, max_len, length_pen
     Returns tokens int[B, beam_size, max_len] (pad after EOS) and scores [B, beam_size], best first.
     """
     src, src_lengths = check_decode_inputs(params, config, src, src_lengths, max_len, beam_size, length_penalty)
+    params = tied_views(params, config)  # (W1)
     memory, states = encode(params, config, src, src_lengths)
     B, K, V = src.shape[0], beam_size, config.tgt_vocab_size
     memory = repeat_memory(memory, K)

@@ -84,7 +84,7 @@ def forward(params, config: ModelConfig, batch: Batch, dropout_rng=None):
 
 
 def backward(cache, dloss=1.0):
-    """Gradients of dloss * loss for every parameter: a dict with the params' names."""
+    """Gradients of dloss * loss for every parameter: a dict with the params' names (a tied matrix's summed (W1'))."""
     config, masks, src_embed_cache, encoder_cache, tgt_embed_cache, decoder_cache, output_cache, dlogits = cache
     grads = {}
     dfeatures, grads["output/W"], grads["output/b"] = affine_backward(dloss * dlogits, output_cache)  # (O1')
@@ -97,7 +97,7 @@ def backward(cache, dloss=1.0):
     grads["src_embed/W"] = embedding_backward(dx, src_embed_cache)
     grads.update(decoder_grads)
     grads.update(encoder_grads)
-    return grads
+    return tie_grads(grads, config)  # (W1')
 
 
 def loss_and_grads(params, config: ModelConfig, batch: Batch, dropout_rng=None):
@@ -111,5 +111,5 @@ def loss_and_grads(params, config: ModelConfig, batch: Batch, dropout_rng=None):
     dtype = check_params(params, config)
     batch = check_batch(batch, config)
     loss, cache = forward(params, config, batch, dropout_rng)  # forward checks dropout_rng before computing
-    grads = tie_grads(backward(cache), config)  # (W1')
+    grads = backward(cache)
     return dtype.type(loss), {name: grads[name].astype(dtype, copy=False) for name in params}

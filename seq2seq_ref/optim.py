@@ -55,7 +55,7 @@ def noam_schedule(peak: float, warmup: int, xp=np) -> Callable:
 
 
 def check_optimizer(name: str, learning_rate: float, momentum: float = 0.0, clip_norm: float | None = None,
-                    schedule: str = "constant", warmup: int = 1) -> None:
+                    schedule: str = "constant", warmup: int = 1, beta2: float = 0.999) -> None:
     """The settings of make_optimizer, in both backends: a ValueError naming the first bad one."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {name!r}")
@@ -67,6 +67,8 @@ def check_optimizer(name: str, learning_rate: float, momentum: float = 0.0, clip
         raise ValueError(f"schedule: expected one of {SCHEDULES}, got {schedule!r}")
     if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 1:
         raise ValueError(f"warmup: expected an int >= 1, got {warmup!r}")
+    if isinstance(beta2, bool) or not isinstance(beta2, (int, float, np.floating)) or not 0.0 < beta2 < 1.0:
+        raise ValueError(f"beta2: expected a float in (0, 1), got {beta2!r}")
 
 
 def learning_rate_schedule(learning_rate: float, schedule: str = "constant", warmup: int = 1, xp=np) -> LearningRate:
@@ -76,12 +78,13 @@ def learning_rate_schedule(learning_rate: float, schedule: str = "constant", war
 
 
 def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, momentum: float = 0.9,
-                   clip_norm: float | None = None, schedule: str = "constant", warmup: int = 1):
-    """adam or sgd (with momentum) at a scheduled learning rate, after clip_by_global_norm when clip_norm is set;
-    the same chain as seq2seq_jax.make_optimizer, so their states convert one to one."""
-    check_optimizer(name, learning_rate, momentum, clip_norm, schedule, warmup)
+                   clip_norm: float | None = None, schedule: str = "constant", warmup: int = 1, beta2: float = 0.999):
+    """adam (its second-moment decay beta2) or sgd (with momentum) at a scheduled learning rate, after
+    clip_by_global_norm when clip_norm is set; the same chain as seq2seq_jax.make_optimizer, so their states
+    convert one to one."""
+    check_optimizer(name, learning_rate, momentum, clip_norm, schedule, warmup, beta2)
     rate = learning_rate_schedule(learning_rate, schedule, warmup)
-    base = adam(rate) if name == "adam" else sgd(rate, momentum)
+    base = adam(rate, b2=beta2) if name == "adam" else sgd(rate, momentum)
     return chain(clip_by_global_norm(clip_norm), base) if clip_norm else chain(base)
 
 

@@ -69,12 +69,13 @@ def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def tied_views(params, config: ModelConfig) -> dict:
-    """(W1) Every name the model reads, a tied one as a view of the matrix it shares (numpy or jax arrays).
-
-    Views of views are the views themselves, so a decoding loop may call it at every step.
-    """
-    if config.tie_embeddings == "none" or "output/W" in params:
+    """(W1) Every name the model reads, a tied one as a view of the matrix it shares (numpy or jax arrays)."""
+    if config.tie_embeddings == "none":
         return params
+    if "output/W" in params:  # untied parameters, or views already: either way not what a tied model holds
+        shared = "embed/W" if config.tie_embeddings == "all" else "tgt_embed/W"
+        raise ValueError(f"params: expected no 'output/W' with tie_embeddings={config.tie_embeddings!r} (the "
+                         f"output layer is {shared} transposed), got one")
     views = dict(params)
     if config.tie_embeddings == "all":
         views["src_embed/W"] = views["tgt_embed/W"] = views.pop("embed/W")
@@ -156,7 +157,8 @@ def check_params(params: Mapping[str, np.ndarray], config: ModelConfig) -> np.dt
         raise ValueError(
             f"params: expected the names of param_shapes(config) for encoder={config.encoder!r}, "
             f"decoder={config.decoder!r}, attention={config.attention!r}, "
-            f"num_layers={config.num_layers}, bidirectional={config.bidirectional}; "
+            f"num_layers={config.num_layers}, bidirectional={config.bidirectional}, "
+            f"tie_embeddings={config.tie_embeddings!r}; "
             f"missing {missing}, unexpected {extra}"
         )
     dtypes = set()

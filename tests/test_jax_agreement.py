@@ -109,6 +109,29 @@ def test_beam_of_one_equals_greedy_in_float32_on_both_backends(rng):
     np.testing.assert_array_equal(beam_search(params, config, batch.src, batch.src_lengths, 1, 5)[0], hyps)
 
 
+@pytest.mark.parametrize("row,shortlisted", [("distinct", True), ("ties within the shortlist", True),
+                                              ("ties past the shortlist", False), ("few finite", False)])
+def test_the_beam_shortlist_ranks_as_the_reference_does(row, shortlisted):
+    """lax.top_k's shortlist ranked by the three keys, or (ties overflow it, or fewer finite candidates than
+    places) every candidate: the same first places as the reference's np.lexsort."""
+    from seq2seq_jax.decode import _best_candidates
+    from seq2seq_ref.decode import rank_candidates
+
+    rng = np.random.default_rng(0)
+    count, shortlist = 10, 40
+    candidates, step = -np.abs(rng.standard_normal((1, 200))), np.round(rng.standard_normal((1, 200)))
+    if row == "ties within the shortlist":  # 14 tied at the top, and their (rounded) step log-probs tie too
+        candidates[0, rng.choice(200, 14, replace=False)] = 1.0
+    if row == "ties past the shortlist":
+        candidates[0, rng.choice(200, 60, replace=False)] = 1.0
+    if row == "few finite":
+        candidates[0, 5:] = -np.inf
+    threshold = np.sort(candidates[0])[::-1][count - 1]
+    assert (np.sum(candidates >= threshold) <= shortlist) == shortlisted  # the branch this row takes
+    best = jax.jit(_best_candidates, static_argnums=(2, 3))(candidates, step, count, shortlist)
+    np.testing.assert_array_equal(np.asarray(best), rank_candidates(candidates, step)[:, :count])
+
+
 @pytest.mark.parametrize("encoder", ENCODER_NAMES)
 @settings(max_examples=2)
 @given(data=st.data())

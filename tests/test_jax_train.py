@@ -70,7 +70,7 @@ def test_train_step_with_sgd_momentum_equals_the_reference():
 def test_train_step_under_the_noam_schedule_equals_the_reference(name):
     """Six steps through warm-up (3 steps), the peak and the decay: optax's schedule count against the reference's."""
     settings = {"name": name, "learning_rate": 1e-2, "momentum": 0.9, "clip_norm": 0.5, "schedule": "noam",
-                "warmup": 3}
+                "warmup": 3, "beta2": 0.98}
     _run_both(make_reference_optimizer(**settings), seq2seq_jax.make_optimizer(**settings), steps=6)
 
 
@@ -158,6 +158,8 @@ def test_bad_input_is_refused_before_tracing():
         seq2seq_jax.loss_and_grads(params, CONFIG, batch, compute_dtype="float16")
     with pytest.raises(ValueError, match=r"optimizer: expected one of \('adam', 'sgd'\), got 'rmsprop'"):
         seq2seq_jax.make_optimizer("rmsprop")
+    with pytest.raises(ValueError, match=r"beta2: expected a float in \(0, 1\), got 1.0"):
+        seq2seq_jax.make_optimizer("adam", beta2=1.0)
 
 
 def _run_subprocess(code, env_extra):

@@ -3,10 +3,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from seq2seq_lab.backends import OptimiserSettings
-from seq2seq_lab.bench.torch_model import TorchSeq2Seq
 from seq2seq_lab.checkpoint import list_checkpoints, load_checkpoint
 from seq2seq_lab.cli import main
 from seq2seq_lab.training import ModelOptions, RunSettings, train
@@ -60,7 +58,7 @@ def test_a_tied_model_is_the_untied_model_with_shared_copies_and_sums_their_grad
     full, untied = untied_twin(params, config)
     loss, grads = loss_and_grads(params, config, batch)
     twin_loss, twin_grads = loss_and_grads(full, untied, batch)
-    assert loss == twin_loss
+    assert loss == pytest.approx(twin_loss, rel=1e-14)
     shared = twin_grads["tgt_embed/W"] + twin_grads["output/W"].T
     if tie == "all":
         np.testing.assert_allclose(grads["embed/W"], shared + twin_grads["src_embed/W"], rtol=1e-12, atol=1e-15)
@@ -78,7 +76,10 @@ def test_a_tied_model_is_the_untied_model_with_shared_copies_and_sums_their_grad
 
 @pytest.mark.parametrize("tie", ["target", "all"])
 @pytest.mark.parametrize("encoder,decoder,attention", FAMILIES)
-def test_torch_baseline_ties_one_parameter_and_agrees(encoder, decoder, attention, tie):
+def test_torch_baseline_ties_one_parameter_and_agrees(encoder, decoder, attention, tie, one_torch_thread):
+    torch = pytest.importorskip("torch")
+    from seq2seq_lab.bench.torch_model import TorchSeq2Seq
+
     config = tied_config(encoder, decoder, attention, tie)
     params = float64_params(config, scale=0.5)
     batch = ragged_batch(config, np.random.default_rng(0), batch_size=4, src_len=7, tgt_len=5)
@@ -160,3 +161,37 @@ def test_gradcheck_cli_checks_the_tied_matrix(capsys):
     names = {r["name"] for r in report["records"]}
     assert "embed/W" in names and not names & {"src_embed/W", "tgt_embed/W", "output/W"}
     assert {r["input_feeding"] for r in report["records"]} == {False, True}  # input feeding keeps the width
+
+
+@pytest.mark.parametrize("tie", ["target", "all"])
+def test_the_nnx_module_holds_one_param_per_flat_name_and_sums_its_gradients(tie):
+    import seq2seq_jax
+    from flax import nnx
+
+    config = tied_config("gru", "lstm", "luong", tie)
+    params = init_params(config, 0)
+    model = seq2seq_jax.from_flat(config, params)
+    paths = {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    assert paths == set(param_shapes(config))
+    back = seq2seq_jax.to_flat(model)
+    for name, value in params.items():
+        np.testing.assert_array_equal(np.asarray(back[name]), value)
+    batch = ragged_batch(config, np.random.default_rng(0))
+    grads = nnx.grad(lambda m: m.loss(batch))(model)
+    flat = {"/".join(map(str, p)): np.asarray(g[...]) for p, g in nnx.to_flat_state(grads)}
+    _, reference = loss_and_grads(params, config, batch)
+    assert set(flat) == set(reference)
+    for name, grad in reference.items():
+        assert_close_rel(flat[name], grad, 1e-4, tiny=1e-2)  # float32 both
+
+
+def test_untied_parameters_under_a_tied_config_are_refused():
+    config = tied_config("lstm", "lstm", "luong", "target")
+    params = init_params(replace(config, tie_embeddings="none"), 0)
+    batch = ragged_batch(config, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"missing \[\], unexpected \['output/W'\]"):
+        loss_and_grads(params, config, batch)
+    from seq2seq_ref.model import forward
+
+    with pytest.raises(ValueError, match=r"params: expected no 'output/W' with tie_embeddings='target'"):
+        forward(params, config, batch)

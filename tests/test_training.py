@@ -215,9 +215,9 @@ def test_a_checkpoint_from_before_the_cell_and_schedule_fields_loads_and_resumes
     tiny_run(tmp_path, 4)
     path = list_checkpoints(tmp_path)[-1]
     checkpoint = load_checkpoint(path)
-    for field in ("encoder", "decoder", "num_heads"):
+    for field in ("encoder", "decoder", "num_heads", "tie_embeddings"):
         del checkpoint.meta["config"][field]
-    for field in ("schedule", "warmup"):
+    for field in ("schedule", "warmup", "beta2"):
         del checkpoint.meta["optimizer"][field]
     path.unlink()
     save_checkpoint(tmp_path, 4, checkpoint.params, checkpoint.opt_state,
@@ -225,6 +225,7 @@ def test_a_checkpoint_from_before_the_cell_and_schedule_fields_loads_and_resumes
     old = load_checkpoint(list_checkpoints(tmp_path)[-1])
     assert "encoder" not in old.meta["config"]
     assert (old.config.encoder, old.config.decoder, old.config.num_heads) == ("lstm", "lstm", 1)
+    assert old.config.tie_embeddings == "none"
     assert tiny_run(tmp_path, 8)["steps"] == 8  # resumes
 
 
@@ -233,8 +234,10 @@ def test_train_command_with_gru_cells_and_multihead_attention(tmp_path, capsys):
     assert main(["train", "--task", "reverse", "--train-size", "200", "--steps", "8", "--batch-size", "16",
                  "--embed-dim", "8", "--hidden-dim", "8", "--encoder", "gru", "--decoder", "lstm",
                  "--attention", "multihead", "--heads", "4", "--backend", "numpy", "--out", run, "--no-progress",
-                 "--eval-every", "4", "--log-every", "4", "--schedule", "noam", "--warmup", "4"]) == 0
+                 "--eval-every", "4", "--log-every", "4", "--schedule", "noam", "--warmup", "4",
+                 "--beta2", "0.98"]) == 0
     config = load_checkpoint(list_checkpoints(run)[-1]).config
+    assert load_checkpoint(list_checkpoints(run)[-1]).meta["optimizer"]["beta2"] == 0.98
     assert (config.encoder, config.decoder, config.attention, config.num_heads) == ("gru", "lstm", "multihead", 4)
     rates = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
              if "lr" in r]

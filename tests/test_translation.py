@@ -292,6 +292,8 @@ def test_evaluate_reports_signatures_references_unknowns_and_takes_beam_options(
     assert "nrefs:var" in scores["bleu_signature"] and "tok:13a" in scores["bleu_signature"]
     assert scores["chrf_signature"].startswith("nrefs:var")
     assert 0 <= scores["unk_outputs"] <= 3 and scores["checkpoint"].endswith(".npz")
+    ratio = scores["bleu_length_ratio"]  # sacrebleu's brevity penalty of that ratio
+    assert ratio > 0 and scores["bleu_brevity_penalty"] == pytest.approx(min(1.0, np.exp(1 - 1 / ratio)))
 
 
 def test_unk_outputs_counts_the_outputs_that_hold_unk():
