@@ -69,3 +69,16 @@ def float64_params(config, seed=0, scale=0.3):
 def assert_close_rel(analytic, numeric, bound, tiny=1e-5):
     err = float(np.max(relative_error(np.asarray(analytic), np.asarray(numeric), tiny)))
     assert err <= bound, f"max relative error {err:.3e} > {bound:.0e}"
+
+
+def torch_loss_and_grads(model, batch):
+    """The torch baseline's mean token loss on a Batch (float) and its gradients by flat name, after backward."""
+    import torch
+
+    from seq2seq_ref.batch import length_mask
+
+    src, tgt_in, tgt_out = (torch.as_tensor(a) for a in (batch.src, batch.tgt_in, batch.tgt_out))
+    tgt_mask = torch.as_tensor(length_mask(batch.tgt_lengths, batch.tgt_in.shape[1]), dtype=torch.float64)
+    loss = model.loss(src, tgt_in, tgt_out, tgt_mask, batch.src_lengths)
+    loss.backward()
+    return loss.item(), model.flat_grads()

@@ -10,10 +10,10 @@ from seq2seq_lab.bench.configs import CONFIGS, forward_flops, train_step_flops
 from seq2seq_lab.bench.harness import add_torch_ratios, interleaved_schedule, measure_isolated
 from seq2seq_lab.cli import main
 from seq2seq_ref import loss_and_grads
-from seq2seq_ref.batch import length_mask
 from seq2seq_ref.decode import greedy_decode
 from tests.helpers import (
     ATTENTIONS, DECODER_NAMES, ENCODER_NAMES, assert_close_rel, config_with_heads, float64_params, ragged_batch,
+    torch_loss_and_grads,
 )
 
 torch = pytest.importorskip("torch")
@@ -166,16 +166,13 @@ def test_torch_baseline_is_the_same_model(layers, bidirectional):
         params = float64_params(config, scale=0.5)
         batch = ragged_batch(config, np.random.default_rng(0), batch_size=4, src_len=7, tgt_len=5)
         model = TorchSeq2Seq(config).double().load_flat(params)
-        src, tgt_in, tgt_out = (torch.as_tensor(a) for a in (batch.src, batch.tgt_in, batch.tgt_out))
-        tgt_mask = torch.as_tensor(length_mask(batch.tgt_lengths, batch.tgt_in.shape[1]), dtype=torch.float64)
-        loss = model.loss(src, tgt_in, tgt_out, tgt_mask, batch.src_lengths)
+        loss, torch_grads = torch_loss_and_grads(model, batch)
         reference, grads = loss_and_grads(params, config, batch)
-        assert abs(loss.item() - reference) <= 1e-12 * reference, config
-        loss.backward()
-        torch_grads = model.flat_grads()
+        assert abs(loss - reference) <= 1e-12 * reference, config
         assert set(torch_grads) == set(grads)
         for name, grad in grads.items():
             assert_close_rel(torch_grads[name], grad, 1e-10, tiny=1e-2)
         tokens, _ = greedy_decode(params, config, batch.src, batch.src_lengths, 6)
+        src = torch.as_tensor(batch.src)
         np.testing.assert_array_equal(model.greedy(src, 6, batch.src_lengths).numpy()[tokens != config.pad_id],
                                       tokens[tokens != config.pad_id], err_msg=str(config))

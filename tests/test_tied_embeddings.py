@@ -9,11 +9,10 @@ from seq2seq_lab.checkpoint import list_checkpoints, load_checkpoint
 from seq2seq_lab.cli import main
 from seq2seq_lab.training import ModelOptions, RunSettings, train
 from seq2seq_ref import ModelConfig, init_params, loss_and_grads
-from seq2seq_ref.batch import length_mask
 from seq2seq_ref.decode import beam_search, greedy_decode
 from seq2seq_ref.gradcheck import gradcheck_model
 from seq2seq_ref.params import param_shapes
-from tests.helpers import assert_close_rel, config_with_heads, float64_params, ragged_batch
+from tests.helpers import assert_close_rel, config_with_heads, float64_params, ragged_batch, torch_loss_and_grads
 from tests.test_translation import given_splits, write_aligned
 
 # One of each connection, recurrent and Transformer sides; embed_dim = hidden_dim = the output width.
@@ -77,7 +76,7 @@ def test_a_tied_model_is_the_untied_model_with_shared_copies_and_sums_their_grad
 @pytest.mark.parametrize("tie", ["target", "all"])
 @pytest.mark.parametrize("encoder,decoder,attention", FAMILIES)
 def test_torch_baseline_ties_one_parameter_and_agrees(encoder, decoder, attention, tie, one_torch_thread):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from seq2seq_lab.bench.torch_model import TorchSeq2Seq
 
     config = tied_config(encoder, decoder, attention, tie)
@@ -86,13 +85,9 @@ def test_torch_baseline_ties_one_parameter_and_agrees(encoder, decoder, attentio
     model = TorchSeq2Seq(config).double().load_flat(params)
     assert model.output.weight is model.tgt_embed.weight
     assert (model.src_embed.weight is model.tgt_embed.weight) == (tie == "all")
-    src, tgt_in, tgt_out = (torch.as_tensor(a) for a in (batch.src, batch.tgt_in, batch.tgt_out))
-    tgt_mask = torch.as_tensor(length_mask(batch.tgt_lengths, batch.tgt_in.shape[1]), dtype=torch.float64)
-    loss = model.loss(src, tgt_in, tgt_out, tgt_mask, batch.src_lengths)
+    loss, torch_grads = torch_loss_and_grads(model, batch)
     reference, grads = loss_and_grads(params, config, batch)
-    assert abs(loss.item() - reference) <= 1e-12 * reference
-    loss.backward()
-    torch_grads = model.flat_grads()
+    assert abs(loss - reference) <= 1e-12 * reference
     assert set(torch_grads) == set(grads)
     for name, grad in grads.items():
         assert_close_rel(torch_grads[name], grad, 1e-10, tiny=1e-2)

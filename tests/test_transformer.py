@@ -16,7 +16,7 @@ from seq2seq_ref import ModelConfig, loss_and_grads, param_shapes  # noqa: E402
 from seq2seq_ref.gradcheck import check_tensors  # noqa: E402
 from seq2seq_ref.model import make_dropout_masks  # noqa: E402
 from seq2seq_ref.transformer_layers import relu  # noqa: E402
-from tests.helpers import float64_params, ragged_batch  # noqa: E402
+from tests.helpers import float64_params, ragged_batch, torch_loss_and_grads  # noqa: E402
 
 
 def test_flat_names_and_shapes():
@@ -92,9 +92,8 @@ def test_train_translate_and_resume_with_a_transformer_encoder(tmp_path, capsys)
 def test_the_whole_model_equals_torch_nn_transformer(encoder, layers, bidirectional):
     """Loss and every gradient against torch.nn.TransformerEncoder/Decoder(norm_first=True) loaded with our flat
     parameters, float64, ragged batch with padding masks: <= 1e-12 relative (floor 1e-3: db_k is exactly 0)."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from seq2seq_lab.bench.torch_model import TorchSeq2Seq
-    from seq2seq_ref.batch import length_mask
 
     config = ModelConfig(src_vocab_size=11, tgt_vocab_size=9, embed_dim=8, hidden_dim=8, num_layers=layers,
                          bidirectional=bidirectional, encoder=encoder, decoder="transformer", attention="multihead",
@@ -102,13 +101,9 @@ def test_the_whole_model_equals_torch_nn_transformer(encoder, layers, bidirectio
     params = float64_params(config, 2, scale=0.5)
     batch = ragged_batch(config, np.random.default_rng(5), batch_size=4, src_len=7, tgt_len=6)
     model = TorchSeq2Seq(config).double().load_flat(params)
-    tensors = (torch.as_tensor(a) for a in (batch.src, batch.tgt_in, batch.tgt_out))
-    tgt_mask = torch.as_tensor(length_mask(batch.tgt_lengths, batch.tgt_in.shape[1]), dtype=torch.float64)
-    loss = model.loss(*tensors, tgt_mask, batch.src_lengths)
+    loss, torch_grads = torch_loss_and_grads(model, batch)
     reference, grads = loss_and_grads(params, config, batch)
-    assert abs(loss.item() - reference) <= 1e-12 * reference
-    loss.backward()
-    torch_grads = model.flat_grads()
+    assert abs(loss - reference) <= 1e-12 * reference
     assert set(torch_grads) == set(grads)
     for name, grad in grads.items():
         np.testing.assert_allclose(torch_grads[name], grad, rtol=1e-12, atol=1e-15, err_msg=name)
