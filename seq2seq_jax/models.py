@@ -128,12 +128,6 @@ class Seq2Seq(nnx.Module):
         """The embedding of side "src" or "tgt": one module for both with tie_embeddings="all" (W1)."""
         return self.embed if self.config.tie_embeddings == "all" else getattr(self, f"{side}_embed")
 
-    def embed_source(self, ids):
-        return self.embedding("src")(ids)
-
-    def embed_target(self, ids):
-        return self.embedding("tgt")(ids)
-
     def logits(self, features):
         """(O1) z = f W_out + b_out; tied (W1), W_out is the target embedding transposed."""
         if self.config.tie_embeddings == "none":
@@ -148,7 +142,7 @@ class Seq2Seq(nnx.Module):
         """src int[B, S] -> Memory (what the connection reads) and the decoder's initial states (for a decoder
         family with its own stack: its decoding cache, for max_len positions)."""
         dropout_masks = dropout_masks or {}
-        x = dropout(self.embed_source(src), dropout_masks.get("src_embed"))
+        x = dropout(self.embedding("src")(src), dropout_masks.get("src_embed"))
         keys, states = self.encoder(x, src_lengths, dropout_masks, unroll)
         if self.own_decoder:
             memory = Memory(keys, length_mask(src_lengths, src.shape[1]), self.decoder.memory(keys))
@@ -181,7 +175,7 @@ class Seq2Seq(nnx.Module):
     def features(self, tgt_in, tgt_lengths, memory: Memory, states, dropout_masks=None, unroll=1):
         """Teacher-forced decoder features [B, T, F] and attention weights [B, T, S] (or None)."""
         dropout_masks = dropout_masks or {}
-        y = dropout(self.embed_target(tgt_in), dropout_masks.get("tgt_embed"))
+        y = dropout(self.embedding("tgt")(tgt_in), dropout_masks.get("tgt_embed"))
         if self.own_decoder:
             return self.decoder.features(y, memory, dropout_masks)
         mask = length_mask(tgt_lengths, tgt_in.shape[1])
@@ -209,7 +203,7 @@ class Seq2Seq(nnx.Module):
 
     def step_log_probs(self, tokens, states, memory: Memory):
         """log p(next | prefix) [N, V] for prefixes ending in tokens int[N]; pad and bos never generated."""
-        y = self.embed_target(tokens)
+        y = self.embedding("tgt")(tokens)
         feature, states, alpha = self.decoder_step(
             y, states, memory, jnp.ones(tokens.shape[0], bool), [None] * self.config.num_layers
         )

@@ -59,9 +59,8 @@ def configs(args) -> list[ModelConfig]:
                                                   pick(args.attention, ATTENTION_TYPES), layers, directions):
         heads = args.heads if att == "multihead" or CELLS[enc].uses_heads or CELLS[dec].uses_heads else 1
         sizes = dict(GRADCHECK_SIZES)
-        if CELLS[enc].own_encoder or CELLS[dec].own_encoder:
-            sizes["embed_dim"] = sizes["hidden_dim"]  # a Transformer side's width d is both
-        if args.tie_embeddings != "none":  # (W1) the output width is the embedding width
+        # a Transformer side's width d is both; a tied output layer's width is the embedding's (W1)
+        if CELLS[enc].own_encoder or CELLS[dec].own_encoder or args.tie_embeddings != "none":
             sizes["embed_dim"] = sizes["hidden_dim"]
         if args.tie_embeddings == "all":
             sizes["src_vocab_size"] = sizes["tgt_vocab_size"]
@@ -77,11 +76,10 @@ def configs(args) -> list[ModelConfig]:
             refused = error
             continue
         found.append(config)
-        if args.paper_options and not CELLS[dec].own_decoder:  # the options belong to the connections
-            try:
-                found.append(paper_variant(config))
-            except ValueError:  # the deep output's width is not the tied embedding's
-                pass
+        # the options belong to the connections; the deep output (bahdanau's) is wider than a tied embedding
+        deep_output_untieable = CONNECTIONS[att].feeds_input and args.tie_embeddings != "none"
+        if args.paper_options and not CELLS[dec].own_decoder and not deep_output_untieable:
+            found.append(paper_variant(config))
     if not found:
         raise refused
     return found
