@@ -96,12 +96,12 @@ def loss_and_grads(params, config: ModelConfig, batch, dropout_rng=None, *, comp
 
 def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, momentum: float = 0.9,
                    clip_norm: float | None = None, schedule: str = "constant",
-                   warmup: int = 1, beta2: float = 0.999) -> optax.GradientTransformation:
+                   warmup: int = 1, beta2: float = 0.999, decay_steps: int | None = None) -> optax.GradientTransformation:
     """optax.adam (second-moment decay beta2) or optax.sgd (with momentum) at a scheduled learning rate
     (seq2seq_ref.optim.SCHEDULES: the reference's formula over jax.numpy), after optax.clip_by_global_norm when
     clip_norm is set."""
-    check_optimizer(name, learning_rate, momentum, clip_norm, schedule, warmup, beta2)
-    rate = learning_rate_schedule(learning_rate, schedule, warmup, xp=jnp)
+    check_optimizer(name, learning_rate, momentum, clip_norm, schedule, warmup, beta2, decay_steps)
+    rate = learning_rate_schedule(learning_rate, schedule, warmup, xp=jnp, decay_steps=decay_steps)
     optimiser = optax.adam(rate, b2=beta2) if name == "adam" else optax.sgd(rate, momentum or None)
     return optax.chain(optax.clip_by_global_norm(clip_norm), optimiser) if clip_norm else optimiser
 

@@ -28,6 +28,7 @@ class OptimiserSettings:
     clip_norm: float | None = 5.0
     schedule: str = "constant"
     warmup: int = 400
+    decay_steps: int | None = None  # --schedule linear: the rate reaches zero after this update (MATH.md (S5))
     plateau_factor: float = 0.5   # --schedule plateau: the rate is multiplied by this ...
     plateau_patience: int = 2     # ... after this many validations in a row without a better --select-by score
 
@@ -35,7 +36,7 @@ class OptimiserSettings:
         from seq2seq_ref.optim import check_optimizer
 
         check_optimizer(self.name, self.learning_rate, self.momentum, self.clip_norm, self.schedule, self.warmup,
-                        self.beta2)
+                        self.beta2, self.decay_steps)
         if isinstance(self.plateau_factor, bool) or not 0.0 < self.plateau_factor < 1.0:
             raise ValueError(f"plateau_factor: expected a float in (0, 1), got {self.plateau_factor!r}")
         if isinstance(self.plateau_patience, bool) or not isinstance(self.plateau_patience, int) \
@@ -57,13 +58,13 @@ class OptimiserSettings:
         """make_optimizer's keyword arguments, the same in both backends."""
         return {"name": self.name, "learning_rate": self.learning_rate, "momentum": self.momentum,
                 "clip_norm": self.clip_norm, "schedule": self.schedule, "warmup": self.warmup,
-                "beta2": self.beta2}  # plateau: in the loop
+                "beta2": self.beta2, "decay_steps": self.decay_steps}  # plateau: in the loop
 
     def learning_rate_at(self, step: int) -> float:
         """The rate of update number step + 1 (step updates done before it)."""
         from seq2seq_ref.optim import learning_rate_schedule
 
-        rate = learning_rate_schedule(self.learning_rate, self.schedule, self.warmup)
+        rate = learning_rate_schedule(self.learning_rate, self.schedule, self.warmup, decay_steps=self.decay_steps)
         return float(rate(step)) if callable(rate) else rate
 
 

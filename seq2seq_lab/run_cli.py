@@ -111,10 +111,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                      help="learning rate (the peak rate of --schedule noam)")
     run.add_argument("--schedule", choices=SCHEDULES, default=default(OptimiserSettings, "schedule"),
                      help="learning-rate schedule: constant; noam (linear warm-up over --warmup steps to --lr, "
-                          "then decay as 1/sqrt(step); MATH.md (S4)); or plateau (--lr, reduced by "
+                          "then decay as 1/sqrt(step); MATH.md (S4)); linear (the same warm-up, then linear "
+                          "decay to zero at --decay-steps; (S5)); or plateau (--lr, reduced by "
                           "--plateau-factor whenever validation stalls)")
     run.add_argument("--warmup", type=positive_int, default=default(OptimiserSettings, "warmup"),
-                     help="warm-up steps of --schedule noam")
+                     help="warm-up steps of --schedule noam and linear")
+    run.add_argument("--decay-steps", type=positive_int, default=None,
+                     help="--schedule linear: the step after which the rate is zero (default: --steps); with "
+                          "--max-minutes, set it to the steps that fit in the time")
     run.add_argument("--plateau-factor", type=float, default=default(OptimiserSettings, "plateau_factor"),
                      help="--schedule plateau: multiply the rate by this after --plateau-patience validations "
                           "without a better --select-by score")
@@ -186,10 +190,17 @@ def run_train(args) -> int:
                       patience=args.patience,
                       unk_dropout=args.unk_dropout, max_minutes=args.max_minutes,
                       stop_at_accuracy=args.stop_at_accuracy or None)
+    decay_steps = args.decay_steps
+    if args.schedule == "linear" and decay_steps is None:
+        if args.steps is None:
+            raise ValueError("decay_steps: --schedule linear decays to zero at --decay-steps, expected it (or "
+                             "--steps) to be given, got neither")
+        decay_steps = args.steps
     optimiser = OptimiserSettings(name=args.optimizer, learning_rate=args.lr, momentum=args.momentum,
                                   clip_norm=args.clip_norm or None, schedule=args.schedule,
                                   warmup=args.warmup, plateau_factor=args.plateau_factor,
-                                  plateau_patience=args.plateau_patience, beta2=args.beta2)
+                                  plateau_patience=args.plateau_patience, beta2=args.beta2,
+                                  decay_steps=decay_steps)
     out = Path(args.out or f"runs/{task or Path(args.data).stem}")
     backend = args.backend or default_backend()
     print(f"training {task or args.data} on {backend}; run folder {out}", file=sys.stderr)

@@ -14,6 +14,7 @@ clip_by_global_norm (optax.clip_by_global_norm):
 learning-rate schedules (optax.sgd/adam given a schedule; optax.scale_by_schedule):
     lr is a float, or a function of c, the number of earlier updates (0 at the first);
     noam (S4): lr(c) = peak min((c + 1) / warmup, sqrt(warmup / (c + 1)))
+    linear (S5): lr(c) = peak min((c + 1) / warmup, max(0, (N - c) / (N + 1 - warmup))), N = decay_steps
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from typing import Any, Callable, Union
 import numpy as np
 
 OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("constant", "noam", "plateau")  # plateau: a constant rate here, scaled by the training loop
+SCHEDULES = ("constant", "noam", "linear", "plateau")  # plateau: a constant rate here, scaled by the training loop
 LearningRate = Union[float, Callable[[int], float]]
 
 
@@ -54,8 +55,24 @@ def noam_schedule(peak: float, warmup: int, xp=np) -> Callable:
     return schedule
 
 
+def linear_schedule(peak: float, warmup: int, decay_steps: int, xp=np) -> Callable:
+    """(S5) Linear warm-up to peak at update `warmup`, then linear decay to zero after update `decay_steps`.
+
+    For a run of known length, decaying to zero beats 1/sqrt decay at the same budget (Li et al. 2020,
+    "Budgeted training"); update decay_steps still moves, at peak / (decay_steps + 1 - warmup), and later
+    updates are zero.  Returns lr(c), c = the number of earlier updates; xp as in noam_schedule.
+    """
+    def schedule(count):
+        step = count + 1.0
+        decay = xp.maximum(0.0, (decay_steps + 1.0 - step) / (decay_steps + 1.0 - warmup))
+        return peak * xp.minimum(step / warmup, decay)
+
+    return schedule
+
+
 def check_optimizer(name: str, learning_rate: float, momentum: float = 0.0, clip_norm: float | None = None,
-                    schedule: str = "constant", warmup: int = 1, beta2: float = 0.999) -> None:
+                    schedule: str = "constant", warmup: int = 1, beta2: float = 0.999,
+                    decay_steps: int | None = None) -> None:
     """The settings of make_optimizer, in both backends: a ValueError naming the first bad one."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {name!r}")
@@ -69,21 +86,33 @@ def check_optimizer(name: str, learning_rate: float, momentum: float = 0.0, clip
         raise ValueError(f"warmup: expected an int >= 1, got {warmup!r}")
     if isinstance(beta2, bool) or not isinstance(beta2, (int, float, np.floating)) or not 0.0 < beta2 < 1.0:
         raise ValueError(f"beta2: expected a float in (0, 1), got {beta2!r}")
+    if schedule != "linear" and decay_steps is not None:
+        raise ValueError(f"decay_steps: only schedule 'linear' takes it, got {decay_steps!r} with {schedule!r}")
+    if schedule == "linear" and (isinstance(decay_steps, bool) or not isinstance(decay_steps, (int, np.integer))
+                                 or decay_steps < warmup):
+        raise ValueError(f"decay_steps: expected an int >= warmup ({warmup}) with schedule 'linear', "
+                         f"got {decay_steps!r}")
 
 
-def learning_rate_schedule(learning_rate: float, schedule: str = "constant", warmup: int = 1, xp=np) -> LearningRate:
-    """The noam schedule function peaking at learning_rate; a float for 'constant' (and 'plateau', whose
-    factor the training loop applies to the updates, as validation decides it)."""
-    return noam_schedule(learning_rate, warmup, xp) if schedule == "noam" else learning_rate
+def learning_rate_schedule(learning_rate: float, schedule: str = "constant", warmup: int = 1, xp=np,
+                           decay_steps: int | None = None) -> LearningRate:
+    """The noam or linear schedule function peaking at learning_rate; a float for 'constant' (and 'plateau',
+    whose factor the training loop applies to the updates, as validation decides it)."""
+    if schedule == "noam":
+        return noam_schedule(learning_rate, warmup, xp)
+    if schedule == "linear":
+        return linear_schedule(learning_rate, warmup, decay_steps, xp)
+    return learning_rate
 
 
 def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, momentum: float = 0.9,
-                   clip_norm: float | None = None, schedule: str = "constant", warmup: int = 1, beta2: float = 0.999):
+                   clip_norm: float | None = None, schedule: str = "constant", warmup: int = 1, beta2: float = 0.999,
+                   decay_steps: int | None = None):
     """adam (its second-moment decay beta2) or sgd (with momentum) at a scheduled learning rate, after
     clip_by_global_norm when clip_norm is set; the same chain as seq2seq_jax.make_optimizer, so their states
     convert one to one."""
-    check_optimizer(name, learning_rate, momentum, clip_norm, schedule, warmup, beta2)
-    rate = learning_rate_schedule(learning_rate, schedule, warmup)
+    check_optimizer(name, learning_rate, momentum, clip_norm, schedule, warmup, beta2, decay_steps)
+    rate = learning_rate_schedule(learning_rate, schedule, warmup, decay_steps=decay_steps)
     base = adam(rate, b2=beta2) if name == "adam" else sgd(rate, momentum)
     return chain(clip_by_global_norm(clip_norm), base) if clip_norm else chain(base)
 

@@ -67,10 +67,12 @@ def test_train_step_with_sgd_momentum_equals_the_reference():
 
 
 @pytest.mark.parametrize("name", ["adam", "sgd"])
-def test_train_step_under_the_noam_schedule_equals_the_reference(name):
-    """Six steps through warm-up (3 steps), the peak and the decay: optax's schedule count against the reference's."""
-    settings = {"name": name, "learning_rate": 1e-2, "momentum": 0.9, "clip_norm": 0.5, "schedule": "noam",
-                "warmup": 3, "beta2": 0.98}
+@pytest.mark.parametrize("schedule", ["noam", "linear"])
+def test_train_step_under_a_schedule_equals_the_reference(name, schedule):
+    """Six steps through warm-up (3 steps), the peak and the decay (linear: to zero after step 5, so the sixth
+    update is zero): optax's schedule count against the reference's."""
+    settings = {"name": name, "learning_rate": 1e-2, "momentum": 0.9, "clip_norm": 0.5, "schedule": schedule,
+                "warmup": 3, "beta2": 0.98, "decay_steps": 5 if schedule == "linear" else None}
     _run_both(make_reference_optimizer(**settings), seq2seq_jax.make_optimizer(**settings), steps=6)
 
 

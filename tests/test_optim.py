@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from seq2seq_ref.optim import (adam, apply_updates, chain, clip_by_global_norm, global_norm, make_optimizer,
-                               noam_schedule, sgd)
+from seq2seq_ref.optim import (adam, apply_updates, chain, clip_by_global_norm, global_norm, linear_schedule,
+                               make_optimizer, noam_schedule, sgd)
 
 
 def test_adam_two_steps_by_hand():
@@ -69,13 +69,27 @@ def test_noam_schedule_is_vaswanis_formula():
     assert schedule(4 * warmup - 1) == pytest.approx(schedule(warmup - 1) / 2, rel=1e-15)
 
 
+def test_linear_schedule_warms_up_then_falls_to_zero_at_decay_steps():
+    """(S5): update `step` = c + 1 moves at peak min(step / warmup, (N + 1 - step) / (N + 1 - warmup))."""
+    peak, warmup, decay_steps = 0.5, 4, 10
+    schedule = linear_schedule(peak, warmup, decay_steps)
+    rates = [schedule(count) for count in range(14)]
+    expected = [0.125, 0.25, 0.375, 0.5, 6 / 7 * 0.5, 5 / 7 * 0.5, 4 / 7 * 0.5, 3 / 7 * 0.5, 2 / 7 * 0.5,
+                1 / 7 * 0.5, 0.0, 0.0, 0.0, 0.0]
+    np.testing.assert_allclose(rates, expected, rtol=1e-15, atol=0)
+    assert max(rates) == schedule(warmup - 1) == peak and schedule(decay_steps - 1) > 0
+    assert linear_schedule(peak, 3, 3)(2) == peak and linear_schedule(peak, 3, 3)(3) == 0.0  # no decay phase
+
+
 @pytest.mark.parametrize("name", ["adam", "sgd"])
-def test_a_scheduled_step_is_the_constant_step_at_that_rate(name):
+@pytest.mark.parametrize("kind", ["noam", "linear"])
+def test_a_scheduled_step_is_the_constant_step_at_that_rate(name, kind):
     """Update c of a scheduled optimiser equals update c of the same optimiser at the constant rate schedule(c)."""
-    schedule = noam_schedule(0.1, 3)
+    schedule = noam_schedule(0.1, 3) if kind == "noam" else linear_schedule(0.1, 3, 5)
     grads = [{"w": np.array([0.5, -1.0])}, {"w": np.array([2.0, 0.25])}, {"w": np.array([-1.0, 1.0])},
              {"w": np.array([0.1, 0.3])}, {"w": np.array([1.5, -0.5])}]
-    scheduled = make_optimizer(name, 0.1, momentum=0.9, schedule="noam", warmup=3)
+    scheduled = make_optimizer(name, 0.1, momentum=0.9, schedule=kind, warmup=3,
+                               decay_steps=None if kind == "noam" else 5)
     state = scheduled.init({"w": np.zeros(2)})
     for count, g in enumerate(grads):
         constant = adam(schedule(count)) if name == "adam" else sgd(schedule(count), 0.9)
@@ -86,8 +100,13 @@ def test_a_scheduled_step_is_the_constant_step_at_that_rate(name):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"schedule": "cosine"}, r"schedule: expected one of \('constant', 'noam', 'plateau'\), got 'cosine'"),
+    ({"schedule": "cosine"}, r"schedule: expected one of \('constant', 'noam', 'linear', 'plateau'\), got 'cosine'"),
     ({"schedule": "noam", "warmup": 0}, r"warmup: expected an int >= 1, got 0"),
+    ({"schedule": "linear", "warmup": 5}, r"decay_steps: expected an int >= warmup \(5\) with schedule 'linear', "
+                                          r"got None"),
+    ({"schedule": "linear", "warmup": 5, "decay_steps": 4}, r"decay_steps: expected an int >= warmup \(5\)"),
+    ({"schedule": "linear", "warmup": 5, "decay_steps": 10.0}, r"decay_steps: expected an int .* got 10.0"),
+    ({"schedule": "noam", "decay_steps": 10}, r"decay_steps: only schedule 'linear' takes it, got 10 with 'noam'"),
     ({"name": "rmsprop"}, r"optimizer: expected one of \('adam', 'sgd'\), got 'rmsprop'"),
     ({"clip_norm": -1.0}, r"clip_norm: expected a float > 0, got -1.0"),
 ])

@@ -249,6 +249,31 @@ def test_train_command_with_gru_cells_and_multihead_attention(tmp_path, capsys):
     assert "num_heads: expected a divisor of hidden_dim (6), got 4" in capsys.readouterr().err
 
 
+def test_train_command_with_the_linear_schedule(tmp_path, capsys):
+    """--schedule linear decays to zero at --decay-steps (default --steps), stored with the run; a resumed run
+    keeps it; without either it is refused before anything is written."""
+    flags = ["train", "--task", "reverse", "--train-size", "200", "--batch-size", "16", "--embed-dim", "8",
+             "--hidden-dim", "8", "--backend", "numpy", "--no-progress", "--eval-every", "4", "--log-every", "2",
+             "--schedule", "linear", "--warmup", "2", "--lr", "1e-2"]
+    run = tmp_path / "run"
+    assert main([*flags, "--steps", "8", "--out", str(run)]) == 0
+    assert load_checkpoint(list_checkpoints(run)[-1]).meta["optimizer"]["decay_steps"] == 8
+    rates = [r["lr"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "lr" in r]
+    assert rates == pytest.approx([1e-2, 1e-2 * 5 / 7, 1e-2 * 3 / 7, 1e-2 / 7])  # steps 2, 4, 6, 8 of (S5)
+    assert main([*flags, "--steps", "12", "--decay-steps", "8", "--out", str(tmp_path / "long")]) == 0
+    rates = [r["lr"] for r in map(json.loads, (tmp_path / "long" / "metrics.jsonl").read_text().splitlines())
+             if "lr" in r]
+    assert rates[-2:] == [0.0, 0.0]  # past decay_steps the run holds still
+    capsys.readouterr()
+    assert main([*flags, "--epochs", "1", "--out", str(tmp_path / "bad")]) == 2
+    assert "decay_steps: --schedule linear decays to zero at --decay-steps, expected it (or --steps)" \
+        in capsys.readouterr().err
+    assert main([*flags[:-6], "--schedule", "noam", "--decay-steps", "8", "--steps", "8",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "decay_steps: only schedule 'linear' takes it, got 8 with 'noam'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_the_numpy_backend_keeps_freed_memory(monkeypatch):
     """allocator.keep_freed_memory (glibc keeps large freed blocks for reuse) takes effect on glibc and is what
     the numpy backend asks for when it starts."""
