@@ -4,8 +4,9 @@ Each epoch's batches depend only on (seed, epoch), so a resumed run sees the
 same batches as an uninterrupted one.  Sorting by the longer side within pools
 of `pool` batches keeps padding low on both sides (sorting by the source alone
 leaves the target a third padding on Multi30k); widths round up to a multiple
-of `pad_multiple` (capped at the dataset's longest) so a compiled backend sees
-few shapes: it compiles once per (source width, target width).
+of `pad_multiple` (of a power-of-two multiple of it for long batches; capped at
+the dataset's longest) so a compiled backend sees few shapes: it compiles once
+per (source width, target width).
 """
 from __future__ import annotations
 
@@ -57,7 +58,13 @@ def encode_pairs(pairs, src_vocab: Vocab, tgt_vocab: Vocab, max_len: int | None 
 
 
 def round_width(longest: int, pad_multiple: int, cap: int) -> int:
-    return min(-(-longest // pad_multiple) * pad_multiple, max(cap, longest))
+    """longest rounded up to a multiple of pad_multiple, or of pad_multiple * 2^k for long rows, so that the
+    rare long batches share a few widths (each width is a compilation) while padding stays under a quarter;
+    never past cap (the dataset's longest) unless longest is."""
+    step = pad_multiple
+    while 2 * step <= longest / 4:
+        step *= 2
+    return min(-(-longest // step) * step, max(cap, longest))
 
 
 def epoch_batches(data: EncodedPairs, batch_size: int, seed: int, epoch: int, pool: int = 50,

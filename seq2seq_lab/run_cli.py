@@ -138,7 +138,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                           "--out/previous-<timestamp>/, never deleted")
     run.add_argument("--keep", type=int, default=default(RunSettings, "keep"), help="checkpoints kept")
     run.add_argument("--pad-multiple", type=int, default=default(RunSettings, "pad_multiple"),
-                     help="batch widths round up to a multiple of this: smaller pads less, but jax compiles "
+                     help="batch widths round up to a multiple of this (coarser past 8 times it): smaller pads less, "
+                          "but jax compiles "
                           "its step once per (source width, target width)")
     run.add_argument("--log-every", type=int, default=default(RunSettings, "log_every"),
                      help="steps between loss records in metrics.jsonl")
