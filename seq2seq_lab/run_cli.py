@@ -108,7 +108,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--optimizer", choices=("adam", "sgd"), default=default(OptimiserSettings, "name"),
                      help="optimiser")
     run.add_argument("--lr", type=float, default=default(OptimiserSettings, "learning_rate"),
-                     help="learning rate (the peak rate of --schedule noam)")
+                     help="learning rate (the peak rate of --schedule noam and linear)")
     run.add_argument("--schedule", choices=SCHEDULES, default=default(OptimiserSettings, "schedule"),
                      help="learning-rate schedule: constant; noam (linear warm-up over --warmup steps to --lr, "
                           "then decay as 1/sqrt(step); MATH.md (S4)); linear (the same warm-up, then linear "
@@ -138,9 +138,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                           "--out/previous-<timestamp>/, never deleted")
     run.add_argument("--keep", type=int, default=default(RunSettings, "keep"), help="checkpoints kept")
     run.add_argument("--pad-multiple", type=int, default=default(RunSettings, "pad_multiple"),
-                     help="batch widths round up to a multiple of this (coarser past 8 times it): smaller pads less, "
-                          "but jax compiles "
-                          "its step once per (source width, target width)")
+                     help="batch widths round up to a multiple of this (coarser past 8 times it): smaller pads "
+                          "less, but jax compiles its step once per (source width, target width)")
     run.add_argument("--log-every", type=int, default=default(RunSettings, "log_every"),
                      help="steps between loss records in metrics.jsonl")
     run.add_argument("--eval-every", type=int, default=default(RunSettings, "eval_every"),

@@ -58,9 +58,10 @@ def noam_schedule(peak: float, warmup: int, xp=np) -> Callable:
 def linear_schedule(peak: float, warmup: int, decay_steps: int, xp=np) -> Callable:
     """(S5) Linear warm-up to peak at update `warmup`, then linear decay to zero after update `decay_steps`.
 
-    For a run of known length, decaying to zero beats 1/sqrt decay at the same budget (Li et al. 2020,
-    "Budgeted training"); update decay_steps still moves, at peak / (decay_steps + 1 - warmup), and later
-    updates are zero.  Returns lr(c), c = the number of earlier updates; xp as in noam_schedule.
+    For a run of known length, decaying to zero beats 1/sqrt decay at the same budget (Li, Yumer &
+    Ramanan, "Budgeted Training", ICLR 2020); update decay_steps still moves, at
+    peak / (decay_steps + 1 - warmup), and later updates are zero.  Returns lr(c), c = the number of
+    earlier updates; xp as in noam_schedule.
     """
     def schedule(count):
         step = count + 1.0
