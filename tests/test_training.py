@@ -21,8 +21,13 @@ def tiny_run(out, steps, backend="numpy", model=TINY, optimiser=OptimiserSetting
     return train(out, model, DATA, settings, optimiser, backend, progress=False, evaluate_test=False)
 
 
+def logged(run_dir, key):
+    """Every value of key in the run's metrics.jsonl, in order."""
+    return [r[key] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if key in r]
+
+
 def losses(run_dir):
-    return [r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    return logged(run_dir, "loss")
 
 
 @pytest.mark.parametrize("backend", ["numpy", "jax"])
@@ -49,8 +54,7 @@ def test_checkpoint_written_by_one_backend_resumes_in_the_other(tmp_path):
     tiny_run(tmp_path / "run", 8, "jax", optimiser=optimiser)
     tiny_run(tmp_path / "ref", 8, "numpy", optimiser=optimiser)
     np.testing.assert_allclose(losses(tmp_path / "run"), losses(tmp_path / "ref"), rtol=1e-4)
-    rates = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
-             if "lr" in r]
+    rates = logged(tmp_path / "run", "lr")
     np.testing.assert_allclose(rates, [0.1 * min(s / 3, (3 / s) ** 0.5) for s in range(1, 9)], rtol=1e-15)
 
 
@@ -239,8 +243,7 @@ def test_train_command_with_gru_cells_and_multihead_attention(tmp_path, capsys):
     config = load_checkpoint(list_checkpoints(run)[-1]).config
     assert load_checkpoint(list_checkpoints(run)[-1]).meta["optimizer"]["beta2"] == 0.98
     assert (config.encoder, config.decoder, config.attention, config.num_heads) == ("gru", "lstm", "multihead", 4)
-    rates = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
-             if "lr" in r]
+    rates = logged(tmp_path / "run", "lr")
     assert rates == pytest.approx([3e-3, 3e-3 * 0.5 ** 0.5])  # the peak at step 4, decayed by sqrt(4/8) at 8
     capsys.readouterr()
     assert main(["translate", "--run", run, "--backend", "jax", "abc"]) == 0
@@ -258,11 +261,10 @@ def test_train_command_with_the_linear_schedule(tmp_path, capsys):
     run = tmp_path / "run"
     assert main([*flags, "--steps", "8", "--out", str(run)]) == 0
     assert load_checkpoint(list_checkpoints(run)[-1]).meta["optimizer"]["decay_steps"] == 8
-    rates = [r["lr"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "lr" in r]
+    rates = logged(run, "lr")
     assert rates == pytest.approx([1e-2, 1e-2 * 5 / 7, 1e-2 * 3 / 7, 1e-2 / 7])  # steps 2, 4, 6, 8 of (S5)
     assert main([*flags, "--steps", "12", "--decay-steps", "8", "--out", str(tmp_path / "long")]) == 0
-    rates = [r["lr"] for r in map(json.loads, (tmp_path / "long" / "metrics.jsonl").read_text().splitlines())
-             if "lr" in r]
+    rates = logged(tmp_path / "long", "lr")
     assert rates[-2:] == [0.0, 0.0]  # past decay_steps the run holds still
     capsys.readouterr()
     assert main([*flags, "--epochs", "1", "--out", str(tmp_path / "bad")]) == 2
