@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from seq2seq_ref.decode import length_normaliser
+from seq2seq_ref.decode import DEFAULT_LENGTH_PENALTY, length_normaliser
 from seq2seq_ref.registry import CONNECTIONS
 from seq2seq_ref.validation import check_decode_inputs
 
@@ -137,7 +137,7 @@ def _beam_search(params, config, src, src_lengths, beam_size, max_len, length_pe
     return all_tokens[rows, order], jnp.take_along_axis(scores, order, axis=1)
 
 
-def beam_search(params, config, src, src_lengths, beam_size, max_len, length_penalty=0.0):
+def beam_search(params, config, src, src_lengths, beam_size, max_len, length_penalty=DEFAULT_LENGTH_PENALTY):
     """As seq2seq_ref.decode.beam_search: tokens int[B, beam, max_len], scores [B, beam], best first."""
     src, src_lengths = check_decode_inputs(params, config, src, src_lengths, max_len, beam_size, length_penalty)
     check_precision(params)

@@ -34,8 +34,11 @@ def make_dropout_masks(config: ModelConfig, batch, dtype, key) -> dict:
     if config.dropout == 0.0:
         return {}
     keep = 1.0 - config.dropout
+    # the uniform draws take p's dtype: a Python float would draw in float64 under jax_enable_x64 whatever the
+    # model's dtype; float32 at least, since a bfloat16 p would round the keep probability
+    p = jnp.asarray(keep, jnp.promote_types(dtype, jnp.float32))
     return {
-        name: jax.random.bernoulli(jax.random.fold_in(key, index), keep, shape).astype(dtype) / keep
+        name: jax.random.bernoulli(jax.random.fold_in(key, index), p, shape).astype(dtype) / keep
         for index, (name, shape) in enumerate(dropout_mask_shapes(config, batch).items())
     }
 

@@ -12,6 +12,7 @@ from seq2seq_ref.registry import CELLS
 from .bench.configs import CONFIGS
 from .bench.harness import describe_device, matmul_peak_gflops, measure_interleaved, versions
 from .bench.runners import BENCH_BACKENDS, TASKS
+from .plots import check_output_file
 
 
 def _names(kind, choices):
@@ -30,15 +31,21 @@ BENCH_CELLS = tuple(name for name, cell in CELLS.items() if {"encoder", "decoder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", choices=sorted(CONFIGS), default="seed")
-    parser.add_argument("--backends", type=_names("backends", BENCH_BACKENDS), default=list(BENCH_BACKENDS))
-    parser.add_argument("--cells", type=_names("cells", BENCH_CELLS), default=["lstm"],
+    # list defaults as strings: argparse parses them like typed ones, and --help shows them as they are typed
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="seed",
+                        help="sizes to time (batch, widths, lengths; benchmarks/README.md lists them): large is "
+                             "for accelerators, tiny runs in seconds")
+    parser.add_argument("--backends", type=_names("backends", BENCH_BACKENDS), default=",".join(BENCH_BACKENDS),
+                        help="comma-separated backends to time, each in its own warm worker process")
+    parser.add_argument("--cells", type=_names("cells", BENCH_CELLS), default="lstm",
                         help="cell families to time; each is used by both the encoder and the decoder (a "
                              "transformer at width d = hidden, FFN 4d, with --attention multihead)")
-    parser.add_argument("--attention", type=_names("attention", ATTENTION_TYPES), default=["none", "bahdanau"])
+    parser.add_argument("--attention", type=_names("attention", ATTENTION_TYPES), default="none,bahdanau",
+                        help="comma-separated connections to time")
     parser.add_argument("--heads", type=int, help="heads of multihead attention (default: 4, or the largest "
                         "divisor of the hidden size below 4)")
-    parser.add_argument("--tasks", type=_names("tasks", TASKS), default=list(TASKS))
+    parser.add_argument("--tasks", type=_names("tasks", TASKS), default=",".join(TASKS),
+                        help="comma-separated: train (one training step) and/or decode (greedy decoding)")
     parser.add_argument("--batch", type=int, help="override the config's batch size")
     parser.add_argument("--length", type=int, help="override the config's source and target length")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (compilation happens here)")
@@ -47,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compute-dtype", choices=("float32", "bfloat16"), default="float32",
                         help="jax and torch compute dtype (params stay float32)")
     parser.add_argument("--unroll", type=int, default=1, help="lax.scan unroll of the jax backend")
-    parser.add_argument("--json", metavar="FILE", help="also write the records here")
+    parser.add_argument("--json", metavar="FILE", help="also write the records here (checked before timing)")
 
 
 def run(args) -> int:
@@ -59,6 +66,8 @@ def run(args) -> int:
         value = getattr(args, name)
         if value is not None and value < (0 if name == "warmup" else 1):
             raise ValueError(f"{name}: expected a positive int, got {value}")
+    if args.json:
+        check_output_file(args.json, "json")
     config = CONFIGS[args.config]
     if args.batch:
         config = config.replace(batch=args.batch)
@@ -80,8 +89,14 @@ def run(args) -> int:
               "round_order": list(args.backends), "records": records}
     print_table(report)
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=1)
+        text = json.dumps(report, indent=1)
+        try:
+            with open(args.json, "w") as handle:
+                handle.write(text)
+        except OSError as error:
+            print(text)  # the measurements took minutes: they reach the user even when the file cannot
+            error.add_note("writing the --json records; they are printed above on standard output")
+            raise
         print(f"records written to {args.json}")
     return 0
 

@@ -21,6 +21,10 @@ from seq2seq_ref.validation import check_params
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^checkpoint-(\d{8})\.npz$")
+_ZIP_MAGIC = b"PK\x03\x04"  # every .npz archive starts so
+RUN_ID = "run_id"  # meta key: a uuid chosen at a run's first step and kept in each of its checkpoints
+# What makes checkpoints without a RUN_ID one run's: the same data, seed and optimiser settings.
+RUN_SETTINGS = ("data", "data_files", "seed", "optimizer", "batch_size")
 BEST = "best.npz"  # the checkpoint selected on validation (--select-by), params only
 AVERAGED = "averaged.npz"  # the mean of the run's newest checkpoints (`seq2seq average`), params only
 
@@ -87,6 +91,9 @@ def save_averaged(directory: str | Path, last: int) -> Checkpoint:
     """
     if isinstance(last, bool) or not isinstance(last, int) or last < 2:
         raise ValueError(f"last: expected an int >= 2 (checkpoints to average), got {last!r}")
+    if Path(directory).is_dir() and not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(f"run: expected a writable folder to write {AVERAGED} into, got {directory} "
+                         "(permission denied)")
     paths = list_checkpoints(directory)
     if len(paths) < last:
         raise ValueError(f"last: expected at least {last} checkpoints in {directory}, found {len(paths)} (train "
@@ -98,11 +105,22 @@ def save_averaged(directory: str | Path, last: int) -> Checkpoint:
             if checkpoint.meta.get(key) != newest.meta.get(key):
                 raise CheckpointError(f"checkpoint: {checkpoint.path} has another {key} than {newest.path}; "
                                       "only checkpoints of one run can be averaged")
+        if (key := other_run(checkpoint.meta, newest.meta)) is not None:
+            raise CheckpointError(f"checkpoint: {checkpoint.path} is of another run than {newest.path} (its {key} "
+                                  "differs); only checkpoints of one run can be averaged")
     params = {name: np.mean([c.params[name].astype(np.float64) for c in checkpoints], axis=0).astype(value.dtype)
               for name, value in newest.params.items()}
     meta = {**newest.meta, "averaged_steps": [c.step for c in checkpoints]}
     path = _write(Path(directory) / AVERAGED, newest.step, params, {}, meta)
     return Checkpoint(path, newest.step, params, {}, meta)
+
+
+def other_run(meta: dict, other: dict) -> str | None:
+    """None where two checkpoints' metadata are of one run; else the key that tells them apart: RUN_ID, or
+    for a checkpoint written before runs had one, the first of RUN_SETTINGS that differs."""
+    if RUN_ID in meta and RUN_ID in other:
+        return None if meta[RUN_ID] == other[RUN_ID] else RUN_ID
+    return next((key for key in RUN_SETTINGS if meta.get(key) != other.get(key)), None)
 
 
 def _write(final: Path, step: int, params, opt_state, meta: dict) -> Path:
@@ -142,11 +160,25 @@ def _fsync_directory(directory: Path) -> None:
 def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
+        with open(path, "rb") as handle:
+            head = handle.read(len(_ZIP_MAGIC))
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint: {path} does not exist") from None
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
+    except OSError as error:
+        raise CheckpointError(f"checkpoint: cannot read {path}: {error.strerror or error}") from None
+    if not _ZIP_MAGIC.startswith(head):  # a cut-off start is a truncated checkpoint, anything else none at all
+        raise CheckpointError(f"checkpoint: {path} is not a seq2seq-lab checkpoint (expected an .npz archive, "
+                              f"got a file that starts with {head!r})")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except ValueError as error:
+        if "allow_pickle" not in str(error):
+            raise CheckpointError(f"checkpoint: {path} is corrupt or truncated ({error}); earlier checkpoints "
+                                  "in its folder are untouched") from None
+        raise CheckpointError(f"checkpoint: {path} is not a seq2seq-lab checkpoint: it holds pickled Python "
+                              "objects, which checkpoints never do, and is not read") from None
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as error:
         raise CheckpointError(f"checkpoint: {path} is corrupt or truncated ({type(error).__name__}: {error}); "
                               "earlier checkpoints in its folder are untouched") from None
     if "meta.json" not in arrays:

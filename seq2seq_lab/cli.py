@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
@@ -11,11 +12,12 @@ from . import bench_cli, gradcheck_cli, run_cli
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Every option's default in --help (None and off-switches have none worth showing)."""
+    """Every option's default in --help (None and flags have none worth showing)."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if ("%(default)" in text or not action.option_strings or action.default in (None, False)
+        # identity, not `in (None, False)`: 0 == False, and a default of 0 (--seed) is worth showing
+        if ("%(default)" in text or not action.option_strings or action.nargs == 0 or action.default is None
                 or action.default is argparse.SUPPRESS):
             return text
         return f"{text} (default: %(default)s)"
@@ -63,23 +65,90 @@ def _one_line(message, category, filename, lineno, file=None, line=None) -> None
     print(f"warning: {message}", file=sys.stderr if file is None else file)
 
 
+def describe_os_error(error: OSError) -> str:
+    """One line for an OSError: what was being done (a note added where it happened), the path, the reason."""
+    doing = "; ".join(getattr(error, "__notes__", [])) or "reading or writing a file"
+    paths = " -> ".join(str(p) for p in (error.filename, error.filename2) if p is not None)
+    return f"{error.strerror or error}{f': {paths}' if paths else ''} ({doing})"
+
+
+WRITING_STDOUT = "writing standard output"
+EX_IOERR = 74  # sysexits.h: an input/output error; 1 stays gradcheck's "a check failed", 2 is bad input
+
+
+@contextlib.contextmanager
+def writing_stdout():
+    """Marks an OSError raised while printing results as a failure to write standard output."""
+    try:
+        yield
+    except OSError as error:
+        if not isinstance(error, BrokenPipeError):
+            error.add_note(WRITING_STDOUT)
+        raise
+
+
+class ResultStream:
+    """Standard output whose failed writes say that they were writes of the results (`> /dev/full`)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        with writing_stdout():
+            return self.stream.write(text)
+
+    def flush(self):
+        with writing_stdout():
+            return self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+# What to lower when a command runs out of memory: each command's own options
+MEMORY_ADVICE = {"train": "lower --batch-size or --max-len", "evaluate": "lower --beam, or score fewer pairs",
+                 "translate": "lower --beam or --max-len, or translate fewer or shorter sentences at a time",
+                 "bench": "use a smaller --config, --batch or --length", "gradcheck": "check fewer combinations"}
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if sys.stdout is None or sys.stdout.closed:  # `>&-`: every result would be lost while the command succeeded
+        print("error: standard output is closed; redirect it to a file or /dev/null", file=sys.stderr)
+        return 2
+    stdout, sys.stdout = sys.stdout, ResultStream(sys.stdout)
+    try:
+        return _run(args)
+    finally:
+        sys.stdout = stdout
+
+
+def _run(args) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _one_line  # a user sees the message, not our source line
         try:
-            return args.handler(args)
+            status = args.handler(args)
+            sys.stdout.flush()  # here, not at exit, so that a failed write (`> /dev/full`) is reported
+            return status
         except ValueError as error:  # bad input: one clear line, no traceback
             print(f"error: {error}", file=sys.stderr)
             return 2
         except MemoryError as error:
-            print(f"error: out of memory ({type(error).__name__}: {error or 'no detail'}); lower --batch-size "
-                  "or --max-len", file=sys.stderr)
+            print(f"error: out of memory ({type(error).__name__}: {error or 'no detail'}); "
+                  f"{MEMORY_ADVICE.get(args.command, 'use smaller inputs')}", file=sys.stderr)
             return 2
         except BrokenPipeError:
             # The reader went away (`| head`): stop quietly as Unix tools do; flushing at exit must not fail too.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the signal
+        except OSError as error:  # a full disk, a read-only folder, /dev/full: the environment, not the input
+            print(f"error: {describe_os_error(error)}", file=sys.stderr)
+            if WRITING_STDOUT in getattr(error, "__notes__", []):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush must not fail too
+            return EX_IOERR
+        except KeyboardInterrupt:
+            print("error: interrupted (Ctrl-C)", file=sys.stderr)
+            return 130  # 128 + SIGINT, as a shell reports it
 
 
 if __name__ == "__main__":

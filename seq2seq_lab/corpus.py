@@ -5,6 +5,7 @@ the first, "skip" drops them and reports how many.
 """
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,17 +34,37 @@ def split_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def _read_lines(path: str | Path, argument: str) -> list[str]:
-    path = Path(path)
+@dataclass(frozen=True)
+class RawFile:
+    """A data file's bytes, read once: what is parsed is exactly what is fingerprinted, and a pipe or FIFO
+    (`--data <(...)`), which yields its bytes only once, is read like any file."""
+
+    path: str
+    argument: str  # the option that named it, for errors
+    data: bytes
+
+    def fingerprint(self) -> dict:
+        return {"path": self.path, "size": len(self.data), "sha256": hashlib.sha256(self.data).hexdigest()}
+
+
+def read_file(path: str | Path, argument: str) -> RawFile:
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first sentence
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{argument}: expected UTF-8 text in {path}, got an invalid byte at offset {error.start}") from None
+        with open(path, "rb") as handle:
+            data = handle.read()
     except OSError as error:
         raise ValueError(f"{argument}: cannot read {path}: {error.strerror or error}") from None
+    return RawFile(str(path), argument, data)
+
+
+def _lines(file: RawFile) -> list[str]:
+    try:
+        text = file.data.decode("utf-8-sig")  # a byte-order mark is not part of the first sentence
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{file.argument}: expected UTF-8 text in {file.path}, got an invalid byte at offset "
+                         f"{error.start}") from None
     lines = split_lines(text)
     if not any(line.strip() for line in lines):
-        raise ValueError(f"{argument}: expected sentence pairs in {path}, got an empty file")
+        raise ValueError(f"{file.argument}: expected sentence pairs in {file.path}, got an empty file")
     return lines
 
 
@@ -65,11 +86,11 @@ def _finish(corpus: Corpus, path, argument: str, on_error: str) -> Corpus:
     return corpus
 
 
-def read_tsv(path: str | Path, on_error: str = "fail", argument: str = "data") -> Corpus:
-    """Lines 'source<TAB>target[<TAB>anything]'; blank lines are ignored.  argument names the option in errors."""
+def parse_tsv(file: RawFile, on_error: str = "fail") -> Corpus:
+    """Lines 'source<TAB>target[<TAB>anything]'; blank lines are ignored."""
     _check_on_error(on_error)
     corpus = Corpus([])
-    for number, line in enumerate(_read_lines(path, argument), start=1):
+    for number, line in enumerate(_lines(file), start=1):
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -79,35 +100,54 @@ def read_tsv(path: str | Path, on_error: str = "fail", argument: str = "data") -
             corpus.skipped.append((number, "expected a non-empty source and target"))
         else:
             corpus.pairs.append((fields[0].strip(), fields[1].strip()))
-    return _finish(corpus, path, argument, on_error)
+    return _finish(corpus, file.path, file.argument, on_error)
+
+
+def parse_parallel(source: RawFile, target: RawFile, on_error: str = "fail") -> Corpus:
+    """Line i of source translates to line i of target."""
+    _check_on_error(on_error)
+    sources, targets = _lines(source), _lines(target)
+    if len(sources) != len(targets):
+        raise ValueError(f"{target.argument}: expected as many lines as {source.path} ({len(sources)}), "
+                         f"got {len(targets)} in {target.path}")
+    corpus = Corpus([])
+    for number, (source_line, target_line) in enumerate(zip(sources, targets), start=1):
+        if not source_line.strip() and not target_line.strip():
+            continue
+        if not source_line.strip() or not target_line.strip():
+            corpus.skipped.append((number, "expected a non-empty line in both files"))
+        else:
+            corpus.pairs.append((source_line.strip(), target_line.strip()))
+    return _finish(corpus, source.path, source.argument, on_error)
+
+
+def parse_corpus(source: RawFile, target: RawFile | None = None, on_error: str = "fail") -> Corpus:
+    """A TSV file, or with target two aligned files."""
+    return parse_tsv(source, on_error) if target is None else parse_parallel(source, target, on_error)
+
+
+def target_argument(argument: str) -> str:
+    """The option naming the target side of two aligned files whose source side `argument` names."""
+    return "data_target" if argument == "data" else argument.replace("_data", "_target")
+
+
+def read_tsv(path: str | Path, on_error: str = "fail", argument: str = "data") -> Corpus:
+    """parse_tsv of the file at path; argument names the option in errors."""
+    return parse_tsv(read_file(path, argument), on_error)
 
 
 def read_parallel(source_path: str | Path, target_path: str | Path, on_error: str = "fail",
                   arguments: tuple[str, str] = ("data", "data_target")) -> Corpus:
-    """Line i of source_path translates to line i of target_path.  arguments name the two options in errors."""
-    _check_on_error(on_error)
-    sources, targets = _read_lines(source_path, arguments[0]), _read_lines(target_path, arguments[1])
-    if len(sources) != len(targets):
-        raise ValueError(f"{arguments[1]}: expected as many lines as {source_path} ({len(sources)}), "
-                         f"got {len(targets)} in {target_path}")
-    corpus = Corpus([])
-    for number, (source, target) in enumerate(zip(sources, targets), start=1):
-        if not source.strip() and not target.strip():
-            continue
-        if not source.strip() or not target.strip():
-            corpus.skipped.append((number, "expected a non-empty line in both files"))
-        else:
-            corpus.pairs.append((source.strip(), target.strip()))
-    return _finish(corpus, source_path, arguments[0], on_error)
+    """parse_parallel of the files at the two paths; arguments name the two options in errors."""
+    return parse_parallel(read_file(source_path, arguments[0]), read_file(target_path, arguments[1]), on_error)
 
 
 def read_corpus(source_path: str | Path, target_path: str | Path | None = None, on_error: str = "fail",
                 argument: str = "data") -> Corpus:
     """A TSV file, or with target_path two aligned files; argument is the option's name ("data", "valid_data")."""
-    if target_path is None:
-        return read_tsv(source_path, on_error, argument)
-    target_argument = "data_target" if argument == "data" else argument.replace("_data", "_target")
-    return read_parallel(source_path, target_path, on_error, (argument, target_argument))
+    source = read_file(source_path, argument)
+    target = None if target_path is None else read_file(target_path, target_argument(argument))
+    return parse_corpus(source, target, on_error)
 
 
 def split_corpus(pairs: list[tuple[str, str]], seed: int = 0, valid_fraction: float = 0.05,

@@ -1,14 +1,14 @@
 """Where training data comes from: a built-in task or files, split and given vocabularies."""
 from __future__ import annotations
 
-import hashlib
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .corpus import read_corpus, split_corpus
-from .tasks import DEFAULT_SIZES, TASKS, generate_task
+from .corpus import RawFile, parse_corpus, read_file, split_corpus, target_argument
+from .tasks import DEFAULT_SIZES, TASKS, distinct_sources, generate_task
 from .subword import SUBWORD_TOKENIZERS, SubwordVocab
-from .vocab import TOKENIZERS as WORD_TOKENIZERS, Vocab
+from .vocab import SPECIALS, TOKENIZERS as WORD_TOKENIZERS, Vocab, count_tokens
 
 TOKENIZERS = WORD_TOKENIZERS + SUBWORD_TOKENIZERS
 
@@ -36,6 +36,10 @@ class DataSettings:
     test_target: str | None = None
 
     def __post_init__(self):
+        for name in FILE_FIELDS:  # first: an empty --data would otherwise read as no --data
+            path = getattr(self, name)
+            if path is not None and not str(path).strip():
+                raise ValueError(f"{name}: expected a file path, got {path!r}")
         if (self.task is None) == (self.data is None):
             raise ValueError(f"task, data: expected exactly one of a built-in task or --data PATH, "
                              f"got task={self.task!r}, data={self.data!r}")
@@ -60,6 +64,20 @@ class DataSettings:
             raise ValueError(f"shared_vocab: expected --tokenizer bpe or unigram with it, got {self.tokenizer!r}")
         if self.max_len < 2:
             raise ValueError(f"max_len: expected an int >= 2, got {self.max_len}")
+        if isinstance(self.min_freq, bool) or not isinstance(self.min_freq, int) or self.min_freq < 1:
+            raise ValueError(f"min_freq: expected an int >= 1, got {self.min_freq!r}")
+        if self.max_vocab is not None and (isinstance(self.max_vocab, bool) or not isinstance(self.max_vocab, int)
+                                           or self.max_vocab <= len(SPECIALS)):
+            raise ValueError(f"max_vocab: expected an int > {len(SPECIALS)} (the {len(SPECIALS)} specials and at "
+                             f"least one token), got {self.max_vocab!r}")
+        if self.task is not None:
+            if isinstance(self.train_size, bool) or not isinstance(self.train_size, int) or self.train_size < 1:
+                raise ValueError(f"train_size: expected an int >= 1, got {self.train_size!r}")
+            held_out = DEFAULT_SIZES["valid"] + DEFAULT_SIZES["test"]
+            if self.train_size + held_out > distinct_sources(self.task):
+                raise ValueError(f"train_size: expected at most {distinct_sources(self.task) - held_out} for task "
+                                 f"{self.task!r} (it has {distinct_sources(self.task)} distinct sources, {held_out} "
+                                 f"of them held out for validation and test), got {self.train_size}")
         # Absolute, so `evaluate --run` finds the files from any directory.
         for name in FILE_FIELDS:
             if getattr(self, name) is not None:
@@ -81,20 +99,67 @@ class DataSettings:
         return asdict(self)
 
 
-def load_splits(settings: DataSettings, seed: int) -> dict[str, list[tuple[str, str]]]:
+@dataclass(frozen=True)
+class LoadedData:
+    """The splits, and the fingerprint (path, size, SHA-256) of each data file's bytes they were parsed from."""
+
+    splits: dict[str, list[tuple[str, str]]]
+    files: dict[str, dict]  # by argument name; none for a built-in task
+
+
+def load_data(settings: DataSettings, seed: int, trained: dict | None = None, run: str = "") -> LoadedData:
     """train/valid/test pairs: a task's, the given files' (valid and test given: used as they are, test may be
-    empty), or --data split 90/5/5 by distinct source."""
+    empty), or --data split 90/5/5 by distinct source.
+
+    Each file is read once.  trained holds the fingerprints the run in the folder `run` stored (its meta's
+    "data_files"); a file that is not the one the run split is refused before it is parsed.
+    """
     if settings.task is not None:
-        return generate_task(settings.task, seed, {"train": settings.train_size})
-    pairs = settings.prepare(read_corpus(settings.data, settings.data_target, settings.on_error).pairs)
+        return LoadedData(generate_task(settings.task, seed, {"train": settings.train_size}), {})
+    trained = trained or {}
+    for name, path in settings.files().items():
+        if name in trained and trained[name]["path"] != path:
+            option = "--" + name.replace("_", "-")
+            raise ValueError(f"{name}: {option} names {path}, but the run in {run} was trained on "
+                             f"{trained[name]['path']}; give that file, or train a new run (another --out, or "
+                             "--fresh)")
+    raw: dict[str, RawFile] = {}
+    for name, path in settings.files().items():
+        raw[name] = read_file(path, name)
+        if name in trained:
+            _check_unchanged(trained[name], raw[name].fingerprint(), name, run)
+
+    def pairs(source: str) -> list[tuple[str, str]]:
+        if source not in raw:
+            return []
+        return settings.prepare(parse_corpus(raw[source], raw.get(target_argument(source)), settings.on_error).pairs)
+
+    files = {name: file.fingerprint() for name, file in raw.items()}
     if not settings.given_splits:
-        return split_corpus(pairs, seed)
-    splits = {"train": pairs}
+        return LoadedData(split_corpus(pairs("data"), seed), files)
+    splits = {"train": pairs("data"), "valid": pairs("valid_data"), "test": pairs("test_data")}
+    training = set(splits["train"])
     for split in ("valid", "test"):
-        source = getattr(settings, f"{split}_data")
-        splits[split] = [] if source is None else settings.prepare(read_corpus(
-            source, getattr(settings, f"{split}_target"), settings.on_error, f"{split}_data").pairs)
-    return splits
+        if shared := sum(pair in training for pair in splits[split]):
+            warnings.warn(f"{split}_data: {shared} of its {len(splits[split])} pairs also appear in the training "
+                          f"split (--data); scores on it are not held-out", stacklevel=2)
+    return LoadedData(splits, files)
+
+
+def load_splits(settings: DataSettings, seed: int) -> dict[str, list[tuple[str, str]]]:
+    """The splits of load_data, where the fingerprints are not needed."""
+    return load_data(settings, seed).splits
+
+
+def _check_unchanged(then: dict, now: dict, name: str, run: str) -> None:
+    """Refuse a data file whose bytes changed since the run split them: the test split could now hold training
+    pairs."""
+    if (then["size"], then["sha256"]) != (now["size"], now["sha256"]):
+        raise ValueError(
+            f"{name}: {now['path']} changed since the run in {run} was trained (size {then['size']} -> "
+            f"{now['size']} bytes, sha256 {then['sha256'][:12]}... -> {now['sha256'][:12]}...); re-splitting it "
+            "would mix held-out pairs into training. Restore the file, or train a new run (another --out, "
+            "or --fresh)")
 
 
 def build_vocabs(settings: DataSettings, train_pairs) -> tuple[Vocab | SubwordVocab, Vocab | SubwordVocab]:
@@ -107,8 +172,31 @@ def build_vocabs(settings: DataSettings, train_pairs) -> tuple[Vocab | SubwordVo
             return shared, shared
         return (SubwordVocab.train(sources, tokenizer, settings.vocab_size),
                 SubwordVocab.train(targets, tokenizer, settings.vocab_size))
-    build = lambda texts: Vocab.build(texts, tokenizer, settings.min_freq, settings.max_vocab)  # noqa: E731
-    return build(sources), build(targets)
+    return (_word_vocab(sources, "source", tokenizer, settings),
+            _word_vocab(targets, "target", tokenizer, settings))
+
+
+UNK_WARNING_FRACTION = 0.2
+
+
+def _word_vocab(texts: list[str], side: str, tokenizer: str, settings: DataSettings) -> Vocab:
+    """Vocab.build, refusing a vocabulary of the specials alone and warning where many tokens become <unk>:
+    an <unk> predicted for an <unk> counts as right, so token accuracy would look good while nothing is learnt."""
+    counts = count_tokens(texts, tokenizer)
+    vocab = Vocab.from_counts(counts, tokenizer, settings.min_freq, settings.max_vocab)
+    limits = f"--min-freq {settings.min_freq}" + (f", --max-vocab {settings.max_vocab}" if settings.max_vocab else "")
+    if len(vocab) == len(SPECIALS):
+        most = max(counts.values(), default=0)
+        raise ValueError(f"min_freq: expected a {side} vocabulary beyond the {len(SPECIALS)} specials, got none of "
+                         f"the {len(counts)} distinct {side} tokens of the training split kept by {limits} (the "
+                         f"most frequent occurs {most} times): every {side} token would be <unk>")
+    total = sum(counts.values())
+    unknown = sum(n for token, n in counts.items() if token not in vocab.index)
+    if unknown > UNK_WARNING_FRACTION * total:
+        warnings.warn(f"{side} vocabulary: {unknown} of the {total} {side} tokens of the training split "
+                      f"({unknown / total:.0%}) become <unk> with {limits}: {len(vocab) - len(SPECIALS)} of "
+                      f"{len(counts)} distinct tokens kept", stacklevel=3)
+    return vocab
 
 
 def vocab_from_json(data: dict) -> Vocab | SubwordVocab:
@@ -116,32 +204,3 @@ def vocab_from_json(data: dict) -> Vocab | SubwordVocab:
     if not isinstance(data, dict) or "tokenizer" not in data:
         raise ValueError("tokenizer: expected the run's vocabulary in the checkpoint, got none")
     return SubwordVocab.from_json(data) if data["tokenizer"] in SUBWORD_TOKENIZERS else Vocab.from_json(data)
-
-
-def fingerprint_files(settings: DataSettings) -> dict[str, dict]:
-    """Size and SHA-256 of each data file: the run's splits are a function of exactly these bytes."""
-    prints = {}
-    for name, path in settings.files().items():
-        digest = hashlib.sha256()
-        try:
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-        except OSError as error:
-            raise ValueError(f"{name}: cannot read {path}: {error.strerror or error}") from None
-        prints[name] = {"path": path, "size": Path(path).stat().st_size, "sha256": digest.hexdigest()}
-    return prints
-
-
-def check_fingerprints(settings: DataSettings, stored: dict | None, run: str) -> None:
-    """Refuse data files that changed since the run split them: the test split could now hold training pairs."""
-    if stored is None:
-        return  # a run written before fingerprints were stored
-    for name, now in fingerprint_files(settings).items():
-        then = stored.get(name)
-        if then is not None and (then["size"], then["sha256"]) != (now["size"], now["sha256"]):
-            raise ValueError(
-                f"{name}: {now['path']} changed since the run in {run} was trained (size {then['size']} -> "
-                f"{now['size']} bytes, sha256 {then['sha256'][:12]}... -> {now['sha256'][:12]}...); re-splitting it "
-                "would mix held-out pairs into training. Restore the file, or train a new run (another --out, "
-                "or --fresh)")

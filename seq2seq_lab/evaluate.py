@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
 from seq2seq_ref.batch import pad_sequences
+from seq2seq_ref.decode import DEFAULT_LENGTH_PENALTY
 
 from .batching import EncodedPairs, make_padded_batch, round_width, sequential_batches
 from .vocab import EOS_ID, PAD_ID, UNK_ID
@@ -17,34 +19,49 @@ DECODE_BUDGET = 1 << 22
 
 
 def decode_ids(backend, params, sources: list[list[int]], max_len: int, batch_size: int = 256, beam: int = 1,
-               length_penalty: float = 0.6, pad_multiple: int = 8):
-    """Output ids (each up to and including EOS) and, for greedy decoding, attention weights per sentence.
+               length_penalty: float = DEFAULT_LENGTH_PENALTY, pad_multiple: int = 8, n_best: int = 1,
+               progress: bool = False):
+    """Each sentence's n_best hypotheses, best first, and for greedy decoding its attention weights.
 
-    Batches are padded to batch_size rows and widths to pad_multiple, so a
-    compiled backend sees few shapes; long sources get fewer rows per batch
-    (DECODE_BUDGET), so memory stays bounded whatever the input.
+    A hypothesis is (ids up to and including EOS, score): beam search's length-normalised log-probability
+    (MATH.md (N1)), None for greedy decoding, which has one. Batches are padded to batch_size rows and widths
+    to pad_multiple, so a compiled backend sees few shapes; long sources get fewer rows per batch
+    (DECODE_BUDGET), so memory stays bounded whatever the input. progress: a bar on stderr when it is a
+    terminal.
     """
-    outputs, weights = [], []
+    from tqdm import tqdm
+
+    hypotheses, weights = [], []
     longest = max(map(len, sources))
     batch_size = max(1, min(batch_size, DECODE_BUDGET // (round_width(longest, pad_multiple, longest)
                                                            * max_len * max(beam, 1))))
-    for indices in sequential_batches(len(sources), batch_size):
-        rows = [sources[i] for i in indices]
-        rows += [rows[0]] * (min(batch_size, len(sources)) - len(rows))
-        width = round_width(max(map(len, rows)), pad_multiple, longest)
-        src = pad_sequences(rows, PAD_ID, width)
-        lengths = np.array([len(r) for r in rows])
-        if beam > 1:
-            tokens, _ = backend.beam(params, src, lengths, beam, max_len, length_penalty)
-            tokens, alpha = tokens[:, 0], None
-        else:
-            tokens, alpha = backend.greedy(params, src, lengths, max_len)
-        for row in range(len(indices)):
-            ids = tokens[row].tolist()
-            ids = ids[: ids.index(EOS_ID) + 1] if EOS_ID in ids else ids
-            outputs.append(ids)
-            weights.append(None if alpha is None else alpha[row, : len(ids), : len(rows[row])])
-    return outputs, weights
+    with tqdm(total=len(sources), disable=None if progress else True, file=sys.stderr, unit="sentence",
+              desc="decoding", dynamic_ncols=True, leave=False) as bar:
+        for indices in sequential_batches(len(sources), batch_size):
+            rows = [sources[i] for i in indices]
+            rows += [rows[0]] * (min(batch_size, len(sources)) - len(rows))
+            width = round_width(max(map(len, rows)), pad_multiple, longest)
+            src = pad_sequences(rows, PAD_ID, width)
+            lengths = np.array([len(r) for r in rows])
+            if beam > 1:
+                tokens, scores = backend.beam(params, src, lengths, beam, max_len, length_penalty)
+                alpha = None
+            else:
+                tokens, alpha = backend.greedy(params, src, lengths, max_len)
+                tokens, scores = tokens[:, None], None
+            for row in range(len(indices)):
+                found = []
+                for k in range(min(n_best, tokens.shape[1])):
+                    score = None if scores is None else float(scores[row, k])
+                    if score is not None and not math.isfinite(score):
+                        break  # an empty slot: beam search found fewer hypotheses
+                    ids = tokens[row, k].tolist()
+                    found.append((ids[: ids.index(EOS_ID) + 1] if EOS_ID in ids else ids, score))
+                hypotheses.append(found)
+                # a copy: a view would keep the whole batch's weights alive
+                weights.append(None if alpha is None else alpha[row, : len(found[0][0]), : len(rows[row])].copy())
+            bar.update(len(indices))
+    return hypotheses, weights
 
 
 def perplexity(backend, params, data: EncodedPairs, config, batch_size: int = 256) -> float:
@@ -58,15 +75,17 @@ def perplexity(backend, params, data: EncodedPairs, config, batch_size: int = 25
 
 
 def _decode_with_references(backend, params, data: EncodedPairs, batch_size: int, beam: int = 1,
-                            max_len: int | None = None, length_penalty: float = 0.6):
+                            max_len: int | None = None, length_penalty: float = DEFAULT_LENGTH_PENALTY,
+                            progress: bool = False):
     """Each sentence's output ids and its reference ids (target + EOS).
 
     Decodes up to 5 tokens past the longest reference, and never past max_len
     (the run's --max-len: no training target was longer).
     """
     limit = data.max_tgt_len + 5 if max_len is None else min(data.max_tgt_len + 5, max_len)
-    outputs, _ = decode_ids(backend, params, data.src, limit, batch_size, beam, length_penalty)
-    return outputs, [[*target, EOS_ID] for target in data.tgt]
+    hypotheses, _ = decode_ids(backend, params, data.src, limit, batch_size, beam, length_penalty,
+                               progress=progress)
+    return [found[0][0] for found in hypotheses], [[*target, EOS_ID] for target in data.tgt]
 
 
 def references_by_source(texts: list[tuple[str, str]]) -> tuple[list[int], list[list[str | None]]]:
@@ -85,20 +104,25 @@ def references_by_source(texts: list[tuple[str, str]]) -> tuple[list[int], list[
 
 
 def evaluate(backend, params, config, data: EncodedPairs, tgt_vocab, batch_size: int = 256, beam: int = 1,
-             with_perplexity: bool = True, max_len: int | None = None, length_penalty: float = 0.6) -> dict:
+             with_perplexity: bool = True, max_len: int | None = None,
+             length_penalty: float = DEFAULT_LENGTH_PENALTY, progress: bool = False) -> dict:
     """Scores of greedy (or beam) output against the references, decoding at most max_len tokens.
 
     exact_match and token_accuracy are per pair; BLEU and chrF (sacrebleu, on detokenised text) score each
     distinct source once against all of its references (with BLEU's brevity penalty and the outputs' length over
-    the references'); unk_outputs counts outputs holding <unk>.
+    the references'); unk_outputs counts outputs holding <unk>. BLEU splits char-level targets into characters
+    (sacrebleu's tok:char): a date or a number is one word to its default 13a tokeniser, and a sentence of one
+    word has no 4-grams, so 13a BLEU would read 0 even for exact output. progress: a bar over the decoding on
+    stderr when it is a terminal.
     """
     from sacrebleu.metrics import BLEU, CHRF
 
-    outputs, references = _decode_with_references(backend, params, data, batch_size, beam, max_len, length_penalty)
+    outputs, references = _decode_with_references(backend, params, data, batch_size, beam, max_len, length_penalty,
+                                                   progress)
     correct = sum(sum(a == b for a, b in zip(o, r)) for o, r in zip(outputs, references))
     rows, streams = references_by_source(data.texts)
     hypotheses = [tgt_vocab.decode(outputs[row]) for row in rows]
-    bleu, chrf = BLEU(), CHRF()
+    bleu, chrf = BLEU(tokenize="char" if tgt_vocab.tokenizer == "char" else None), CHRF()
     bleu_score = bleu.corpus_score(hypotheses, streams)
     scores = {
         "examples": len(outputs),

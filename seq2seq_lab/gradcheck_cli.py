@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import math
 import sys
 
 from seq2seq_ref import ATTENTION_TYPES, ModelConfig
@@ -36,14 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     direction = parser.add_mutually_exclusive_group()
     direction.add_argument("--bidirectional", action="store_true", help="only the bidirectional encoder")
     direction.add_argument("--unidirectional", action="store_true", help="only the unidirectional encoder")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the parameters, the batch and the sampled entries")
     parser.add_argument("--max-entries", type=int, default=8,
                         help="entries checked per tensor; larger tensors are a seeded sample")
     parser.add_argument("--step", type=float, default=DEFAULT_STEP, help="h, the finite-difference step")
     parser.add_argument("--stencil", type=int, choices=sorted(STENCILS), default=DEFAULT_STENCIL,
                         help="order of the central stencil")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                        help="fail above this max relative error")
+                        help="fail (exit status 1) above this max relative error")
     parser.add_argument("--against", choices=("jax",), default=None,
                         help="also compare the hand-written gradients with JAX autodiff")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -94,10 +95,13 @@ def paper_variant(config: ModelConfig) -> ModelConfig:
 
 
 def run(args) -> int:
-    if args.max_entries < 1:
-        raise SystemExit(f"--max-entries: expected an int >= 1, got {args.max_entries}")
-    if not args.step > 0:
-        raise SystemExit(f"--step: expected a float > 0, got {args.step}")
+    # bad input is status 2 (an `error:` line from cli.main) before any check, never 1: that says a check failed
+    for name, least in (("max_entries", 1), ("heads", 1), ("seed", 0)):
+        if getattr(args, name) < least:
+            raise ValueError(f"{name}: expected an int >= {least}, got {getattr(args, name)}")
+    for name in ("step", "threshold"):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
+            raise ValueError(f"{name}: expected a finite number > 0, got {getattr(args, name)}")
     records = []
     for config in configs(args):
         checks = gradcheck_model(config, args.seed, args.max_entries, args.step, args.stencil)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import dataclasses
 import json
 import os
@@ -11,23 +12,22 @@ from pathlib import Path
 
 from seq2seq_ref import ATTENTION_TYPES
 from seq2seq_ref.config import DECODER_TYPES as DECODERS, ENCODER_TYPES as ENCODERS, OUTPUT_FROM, TIE_EMBEDDINGS
+from seq2seq_ref.decode import DEFAULT_LENGTH_PENALTY
 from seq2seq_ref.optim import SCHEDULES
 from seq2seq_ref.registry import CELLS, CONNECTIONS
+from seq2seq_ref.validation import check_decode_args
 
-from .backends import BACKENDS, OptimiserSettings, jax_available, make_backend
-from .checkpoint import (CheckpointError, averaged_checkpoint, best_checkpoint, latest_checkpoint, load_checkpoint,
-                         save_averaged)
+from .backends import BACKENDS, OptimiserSettings
+from .checkpoint import save_averaged
 from .corpus import read_corpus, split_lines
-from .data import TOKENIZERS, DataSettings, check_fingerprints, load_splits, vocab_from_json
-from .evaluate import decode_ids, evaluate
-from .tasks import TASKS
-from .training import DEFAULT_STEPS, SELECT_BY, ModelOptions, RunSettings, TrainingDiverged, encode_splits, train
+from .data import TOKENIZERS, DataSettings
+from .plots import check_plot_path, plot_attention
+from .tasks import SPLITS, TASKS
+from .training import (DEFAULT_STEPS, SELECT_BY, ModelOptions, RunSettings, TrainingDiverged, TrainingInterrupted,
+                       train)
+from .translator import CHECKPOINTS, UNSEEN, Translator, default_backend, load
 
 DEFAULT_RUN = "runs/dates"
-
-
-def default_backend() -> str:
-    return "jax" if jax_available() else "numpy"
 
 
 def default(settings, field: str):
@@ -148,7 +148,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                      help="validate on the first N validation pairs (in file order)")
     run.add_argument("--select-by", choices=tuple(SELECT_BY), default=default(RunSettings, "select_by"),
                      help="keep best.npz, the checkpoint of the best validation bleu, loss or exact match "
-                          "(default: exact for a built-in task, bleu for --data); evaluate and translate use it")
+                          "(default: exact for a built-in task, bleu for --data); a tie goes to the lower validation loss, so a "
+                          "score that cannot separate checkpoints (BLEU on targets shorter than 4 tokens is 0) "
+                          "never freezes the choice; evaluate and translate use it")
     run.add_argument("--patience", type=positive_int, default=default(RunSettings, "patience"),
                      help="stop after this many validations without a better --select-by score (default: never)")
     run.add_argument("--stop-at-accuracy", type=fraction, default=default(RunSettings, "stop_at_accuracy"),
@@ -210,6 +212,10 @@ def run_train(args) -> int:
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
+    except TrainingInterrupted as stop:
+        print(f"interrupted: saved step {stop.step} as {stop.checkpoint}; run the same command again to resume "
+              "from it", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
     test = summary["test"]
     if test is None:
         print("no test split (--valid-data without --test-data); score one with seq2seq evaluate --data FILE")
@@ -228,45 +234,36 @@ def run_train(args) -> int:
     return 0
 
 
-def load_run(run_dir: str, backend: str | None, which: str = "best"):
-    """The run's best.npz (or its newest checkpoint where none was selected), its newest, its average, or a path."""
-    if which == "averaged":
-        checkpoint = averaged_checkpoint(run_dir)
-        if checkpoint is None:
-            raise CheckpointError(f"checkpoint: expected averaged.npz in {run_dir}, found none (write it with "
-                                  f"`seq2seq average --run {run_dir} --last N`)")
-    elif which not in ("best", "last"):
-        checkpoint = load_checkpoint(which)
-    else:
-        checkpoint = (best_checkpoint(run_dir) if which == "best" else None) or latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise CheckpointError(f"run: expected a checkpoint in {run_dir}, found none (train one with `seq2seq train`)")
-    engine = make_backend(backend or default_backend(), checkpoint.config,
-                          OptimiserSettings(**checkpoint.meta["optimizer"]))
-    return (checkpoint, engine, engine.to_device(checkpoint.params), vocab_from_json(checkpoint.meta["src_vocab"]),
-            vocab_from_json(checkpoint.meta["tgt_vocab"]))
+def load_run(run_dir: str | None, backend: str | None, which: str = "best") -> Translator:
+    """The model of --run and --checkpoint: a checkpoint file names its run, so with one --run is optional
+    and, given, must be the file's folder (translator.load refuses a file from elsewhere)."""
+    if run_dir is None and which in CHECKPOINTS:
+        run_dir = DEFAULT_RUN
+    return load(run_dir, which, backend)
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", default=DEFAULT_RUN, help="run folder")
-    parser.add_argument("--split", choices=("test", "valid", "train"), default="test",
-                        help="split of the run's own data")
+    add_checkpoint_argument(parser)
+    parser.add_argument("--split", choices=SPLITS, default="test", help="split of the run's own data")
     parser.add_argument("--data", help="score these pairs instead (TSV, or source side of two aligned files)")
     parser.add_argument("--data-target", help="target side of two aligned files")
     parser.add_argument("--skip-malformed", action="store_true", help="skip malformed lines of --data")
     parser.add_argument("--beam", type=positive_int, default=1, help="beam size (1: greedy)")
     add_length_penalty_argument(parser)
     parser.add_argument("--backend", choices=BACKENDS, default=None, help="default: jax if installed, else numpy")
-    add_checkpoint_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (there is one only while stderr is a terminal)")
 
 
 def add_length_penalty_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--length-penalty", type=float, default=0.6,
+    parser.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY,
                         help="alpha of beam search's GNMT length normalisation ((5 + |y|) / 6)^alpha (MATH.md)")
 
 
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", default=None, help=f"run folder (default: {DEFAULT_RUN}; with --checkpoint "
+                                                    "PATH, the file's folder, which --run must then be if given)")
     parser.add_argument("--checkpoint", default="best", metavar="best|last|averaged|PATH",
                         help="best: the run's best.npz, selected on validation (its newest checkpoint where none "
                              "was selected); last: its newest checkpoint; averaged: its averaged.npz (`seq2seq "
@@ -276,7 +273,8 @@ def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
 def add_average_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", default=DEFAULT_RUN, help="run folder")
     parser.add_argument("--last", type=positive_int, default=5,
-                        help="average the params of the run's newest N checkpoints (train with --keep N or more)")
+                        help="average the params of the run's newest N checkpoints (train with --keep N or more); "
+                             "checkpoints of another run are refused")
 
 
 def run_average(args) -> int:
@@ -288,28 +286,12 @@ def run_average(args) -> int:
 
 
 def run_evaluate(args) -> int:
-    checkpoint, engine, params, src_vocab, tgt_vocab = load_run(args.run, args.backend, args.checkpoint)
-    on_error = "skip" if args.skip_malformed else "fail"
-    settings = DataSettings(**checkpoint.meta["data"])
+    data = args.split
     if args.data:
-        pairs = settings.prepare(read_corpus(args.data, args.data_target, on_error).pairs)
-    else:
-        check_fingerprints(settings, checkpoint.meta.get("data_files"), args.run)
-        pairs = load_splits(settings, checkpoint.meta["seed"])[args.split]
-        if not pairs:
-            raise ValueError(f"split: the run in {args.run} has no {args.split} split (it was trained with "
-                             "--valid-data and no --test-data); score a file with --data")
-    # The run's own length filter, on every split alike; it also bounds the decoded length.
-    data, dropped = encode_splits({args.split if not args.data else "data": pairs}, src_vocab, tgt_vocab,
-                                  settings.max_len)
-    data, dropped = next(iter(data.values())), next(iter(dropped.values()))
-    if dropped:
-        print(f"warning: dropped {dropped} of {len(pairs)} pairs with a side longer than the run's --max-len "
-              f"{settings.max_len} tokens (or an empty source)", file=sys.stderr)
-    scores = evaluate(engine, params, checkpoint.config, data, tgt_vocab, beam=args.beam, max_len=settings.max_len,
-                      length_penalty=args.length_penalty)
-    scores["checkpoint"] = str(checkpoint.path)
-    scores["dropped"] = dropped
+        data = read_corpus(args.data, args.data_target, "skip" if args.skip_malformed else "fail").pairs
+    translator = load_run(args.run, args.backend, args.checkpoint)
+    scores = translator.score(data, beam=args.beam, length_penalty=args.length_penalty,
+                              progress=not args.no_progress)
     if args.json:
         print(json.dumps(scores, indent=1))
     else:
@@ -318,65 +300,65 @@ def run_evaluate(args) -> int:
 
 
 def add_translate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("text", nargs="*", help="sentences to translate (default: one per line of stdin)")
-    parser.add_argument("--run", default=DEFAULT_RUN, help="run folder")
+    parser.add_argument("text", nargs="*", help="sentences to translate (default: one per line of stdin; a blank "
+                                                "line gives a blank line)")
+    add_checkpoint_argument(parser)
     parser.add_argument("--beam", type=positive_int, default=1, help="beam size (1: greedy)")
     add_length_penalty_argument(parser)
     parser.add_argument("--max-len", type=positive_int, default=None,
                         help="longest output in tokens (default: the run's --max-len)")
-    parser.add_argument("--attention-plot", metavar="FILE.png", help="save attention heatmaps (greedy only)")
-    parser.add_argument("--unseen", choices=("drop", "unk"), default=None,
+    parser.add_argument("--attention-plot", metavar="FILE.png",
+                        help="save attention heatmaps (greedy only; .png is added to a name without extension)")
+    parser.add_argument("--unseen", choices=UNSEEN, default=None,
                         help="a token unseen in training: drop it (char vocabularies only) or read it as <unk> "
-                             "(default: drop for char, unk for word; subwords have none)")
+                             "(default: drop for char, unk for word; subwords have none); a sentence with nothing "
+                             "left gives an empty line and a warning")
     parser.add_argument("--backend", choices=BACKENDS, default=None, help="default: jax if installed, else numpy")
-    add_checkpoint_argument(parser)
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (there is one only while stderr is a terminal)")
 
 
 def run_translate(args) -> int:
-    texts = args.text or [line for line in split_lines(sys.stdin.read().lstrip("\ufeff")) if line.strip()]
-    if not texts:
-        raise ValueError("text: expected sentences as arguments or on stdin, got none")
-    if args.attention_plot:
+    plot = None
+    if args.attention_plot:  # before any work, and before waiting on stdin
         if args.beam > 1:
             raise ValueError(f"attention_plot: expected greedy decoding (--beam 1), got --beam {args.beam}")
-        folder = Path(args.attention_plot).expanduser().absolute().parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise ValueError(f"attention_plot: expected a file in a writable folder, got {args.attention_plot} "
-                             f"({folder} {'is not writable' if folder.is_dir() else 'does not exist'})")
-    checkpoint, engine, params, src_vocab, tgt_vocab = load_run(args.run, args.backend, args.checkpoint)
-    if args.attention_plot and not CONNECTIONS[checkpoint.config.attention].has_weights:
+        plot = check_plot_path(args.attention_plot, "attention_plot")
+    if args.max_len is not None:
+        check_decode_args(args.max_len)
+    if args.text:
+        texts = []
+        for number, text in enumerate(args.text, start=1):
+            try:  # an argument's bytes that are not UTF-8 reach us as surrogates (surrogateescape)
+                texts.append(os.fsencode(text).decode("utf-8"))
+            except UnicodeError as error:
+                raise ValueError(f"text: expected UTF-8 text, got argument {number} with bytes that are not "
+                                 f"({error.reason} at position {error.start})") from None
+    else:
+        stream = getattr(sys.stdin, "buffer", None)  # bytes, so that a bad one is reported with its line
+        raw = stream.read() if stream is not None else sys.stdin.read().encode("utf-8", "surrogatepass")
+        raw = raw.removeprefix(codecs.BOM_UTF8)
+        try:
+            texts = split_lines(raw.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            line = raw.count(b"\n", 0, error.start) + 1
+            raise ValueError(f"text: expected UTF-8 text on stdin, got the invalid byte 0x{raw[error.start]:02x} "
+                             f"on line {line}") from None
+    if not texts:
+        raise ValueError("text: expected sentences as arguments or on stdin, got none")
+    translator = load_run(args.run, args.backend, args.checkpoint)
+    if plot is not None and not CONNECTIONS[translator.config.attention].has_weights:
         raise ValueError("attention_plot: the model has attention 'none'; there are no weights to plot")
-    settings = DataSettings(**checkpoint.meta["data"])
-    # training pairs are stripped when read (corpus.py), so what is translated is too
-    texts = [text.lower().strip() if settings.lowercase else text.strip() for text in texts]
-    if args.unseen == "drop" and src_vocab.tokenizer != "char":
-        raise ValueError(f"unseen: expected 'unk' with a {src_vocab.tokenizer} vocabulary ('drop' is for char "
-                         "vocabularies), got 'drop'")
-    unseen = args.unseen or ("drop" if src_vocab.tokenizer == "char" else "unk")
-    sources, read = [], []
-    for text in texts:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            kept = src_vocab.drop_unseen(text, warn=True) if unseen == "drop" else text
-            ids = src_vocab.encode(kept, warn=True)
-        for warning in caught:
-            print(f"warning: {text!r}: {warning.message}", file=sys.stderr)
-        if not ids:
-            raise ValueError(f"text: expected a non-empty sentence, got {text!r}")
-        sources.append(ids)
-        read.append(kept)
-    max_len = args.max_len or settings.max_len
-    outputs, weights = decode_ids(engine, params, sources, max_len, batch_size=min(len(sources), 64),
-                                  beam=args.beam, length_penalty=args.length_penalty)
-    for output in outputs:
-        print(tgt_vocab.decode(output))
-    if args.attention_plot:
-        from .plots import plot_attention
-
-        items = [(src_vocab.pieces(text),
-                  [tgt_vocab.tokens[i] for i in output], weight)
-                 for text, output, weight in zip(read, outputs, weights)]
-        print(f"attention heatmap: {plot_attention(items, args.attention_plot)}", file=sys.stderr)
+    translations = translator.decode(texts, beam=args.beam, length_penalty=args.length_penalty,
+                                     max_len=args.max_len, unseen=args.unseen, progress=not args.no_progress)
+    for translation in translations:
+        print(translation.text)
+    if plot is not None:
+        items = [(t.source_tokens, t.hypotheses[0].tokens, t.attention) for t in translations if t.hypotheses]
+        if items:
+            print(f"attention heatmap: {plot_attention(items, plot)}", file=sys.stderr)
+        else:
+            warnings.warn(f"attention_plot: nothing was translated (every line blank); {plot} not written")
     return 0
 
 

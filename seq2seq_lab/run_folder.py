@@ -39,9 +39,18 @@ def make_run_folder(out_dir: Path) -> None:
 
 @contextlib.contextmanager
 def exclusive(out_dir: Path):
-    """Hold the run folder for one training; a second gets a ValueError naming the holder's pid."""
+    """Hold the run folder for one training; a second gets a ValueError naming the holder's pid.
+
+    A folder this call created is removed again if the training fails before writing anything into it.
+    """
+    created = not out_dir.exists()
     make_run_folder(out_dir)
-    fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    lock = out_dir / LOCK_NAME
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise ValueError(f"out: cannot open the run folder's lock file {lock} for writing: "
+                         f"{error.strerror or error}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -53,7 +62,13 @@ def exclusive(out_dir: Path):
                              "finish or choose another --out") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
+        try:
+            yield
+        except BaseException:
+            if created and {path.name for path in out_dir.iterdir()} == {LOCK_NAME}:
+                lock.unlink()  # nothing of the run was written: leave no empty run folder behind
+                out_dir.rmdir()
+            raise
     finally:
         os.close(fd)  # releases the lock
 

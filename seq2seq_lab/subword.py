@@ -14,6 +14,18 @@ from typing import Iterable
 from .vocab import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, content_ids
 
 SUBWORD_TOKENIZERS = ("bpe", "unigram")
+MAX_SENTENCE_BYTES = 4192  # sentencepiece's default max_sentence_length
+
+
+def _utf8(text: str) -> str:
+    """text, refused with the position of what UTF-8 cannot spell (a lone surrogate, as undecodable bytes of a
+    command line become): sentencepiece reads UTF-8 and would fail deep inside."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"text: expected valid UTF-8 text, got {text[error.start:error.end]!r} at position "
+                         f"{error.start}") from None
+    return text
 
 
 class SubwordVocab:
@@ -41,10 +53,18 @@ class SubwordVocab:
 
         if tokenizer not in SUBWORD_TOKENIZERS:
             raise ValueError(f"tokenizer: expected one of {SUBWORD_TOKENIZERS}, got {tokenizer!r}")
+        texts = list(texts)
+        sizes = [len(text.encode("utf-8")) for text in texts]
+        # sentencepiece skips a longer sentence, and with none left it fails with a bare internal check
+        if sizes and min(sizes) > MAX_SENTENCE_BYTES:
+            raise ValueError(f"data: expected training sentences of at most {MAX_SENTENCE_BYTES} UTF-8 bytes (the "
+                             f"longest a {tokenizer} model learns from), got {len(texts)} sentences all longer "
+                             f"({min(sizes)} to {max(sizes)} bytes); put one sentence on each line")
         buffer = io.BytesIO()
         try:
             sentencepiece.SentencePieceTrainer.train(
-                sentence_iterator=iter(list(texts)), model_writer=buffer, model_type=tokenizer,
+                sentence_iterator=iter(texts), model_writer=buffer, model_type=tokenizer,
+                max_sentence_length=MAX_SENTENCE_BYTES,
                 vocab_size=vocab_size, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID,
                 pad_piece=SPECIALS[PAD_ID], bos_piece=SPECIALS[BOS_ID], eos_piece=SPECIALS[EOS_ID],
                 unk_piece=SPECIALS[UNK_ID], byte_fallback=True, character_coverage=1.0,
@@ -67,7 +87,7 @@ class SubwordVocab:
 
     def encode(self, text: str, warn: bool = False) -> list[int]:
         """Piece ids; never <unk> (unseen characters become their UTF-8 bytes), so warn has nothing to say."""
-        return self.processor.encode(text)
+        return self.processor.encode(_utf8(text))
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text up to the first <eos>, pad and bos dropped: the pieces joined back exactly."""
@@ -75,7 +95,7 @@ class SubwordVocab:
 
     def pieces(self, text: str) -> list[str]:
         """The pieces of text, for display (attention plots)."""
-        return self.processor.encode(text, out_type=str)
+        return self.processor.encode(_utf8(text), out_type=str)
 
     def to_json(self) -> dict:
         return {"tokenizer": self.tokenizer, "model": base64.b64encode(self.model).decode("ascii")}

@@ -7,6 +7,7 @@ dates: a date in one of many human formats -> ISO 8601 ("Tuesday, March 3rd 2016
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import string
 
 import numpy as np
@@ -20,6 +21,8 @@ MONTHS = ["January", "February", "March", "April", "May", "June", "July", "Augus
           "November", "December"]
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 FIRST_DAY, LAST_DAY = dt.date(1950, 1, 1), dt.date(2049, 12, 31)  # two-digit years stay unambiguous
+ADDEND_DIGITS = 3  # addition's operands are below 10 ** ADDEND_DIGITS
+_CASES = (str.lower, str.upper, lambda s: s)
 
 
 def ordinal(n: int) -> str:
@@ -49,7 +52,7 @@ def _formats(d: dt.date) -> list[str]:
 
 
 def _case(text: str, rng: np.random.Generator) -> str:
-    return [str.lower, str.upper, lambda s: s][rng.integers(3)](text)
+    return _CASES[rng.integers(len(_CASES))](text)
 
 
 def _sample(task: str, rng: np.random.Generator, max_len: int) -> tuple[str, str]:
@@ -58,11 +61,31 @@ def _sample(task: str, rng: np.random.Generator, max_len: int) -> tuple[str, str
         target = {"copy": source, "reverse": source[::-1], "sort": "".join(sorted(source))}[task]
         return source, target
     if task == "addition":
-        a, b = (int(rng.integers(0, 10 ** rng.integers(1, 4))) for _ in range(2))
+        a, b = (int(rng.integers(0, 10 ** rng.integers(1, ADDEND_DIGITS + 1))) for _ in range(2))
         return f"{a}+{b}", str(a + b)
     day = FIRST_DAY + dt.timedelta(days=int(rng.integers((LAST_DAY - FIRST_DAY).days + 1)))
     formats = _formats(day)
     return _case(formats[rng.integers(len(formats))], rng), day.isoformat()
+
+
+@functools.cache
+def distinct_sources(task: str, max_len: int = 12) -> int:
+    """How many distinct sources the task can generate: no task has more pairs to give."""
+    if task not in TASKS:
+        raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
+    if task in ("copy", "reverse", "sort"):
+        return sum(len(_ALPHABET) ** length for length in range(1, max_len + 1))
+    if task == "addition":
+        return (10 ** ADDEND_DIGITS) ** 2
+    # Two days never share a source (each format spells year, month and day in its own fixed order), and which
+    # of one day's spellings coincide ("May 5, 2016" is both the full and the short month) depends on the month
+    # and the day only, so one representative date per (month, day) tells its count.
+    days_of: dict[tuple[int, int], list[dt.date]] = {}
+    for number in range(FIRST_DAY.toordinal(), LAST_DAY.toordinal() + 1):
+        day = dt.date.fromordinal(number)
+        days_of.setdefault((day.month, day.day), []).append(day)
+    return sum(len(days) * len({case(text) for text in _formats(days[0]) for case in _CASES})
+               for days in days_of.values())
 
 
 def generate_task(task: str, seed: int = 0, sizes: dict[str, int] | None = None,
@@ -74,8 +97,12 @@ def generate_task(task: str, seed: int = 0, sizes: dict[str, int] | None = None,
     for split, n in sizes.items():
         if split not in SPLITS or not isinstance(n, int) or n < 1:
             raise ValueError(f"sizes: expected positive ints for {SPLITS}, got {split}={n!r}")
-    rng = np.random.default_rng([seed, TASKS.index(task)])
     needed = sum(sizes.values())
+    if needed > distinct_sources(task, max_len):
+        raise ValueError(f"sizes: expected at most {distinct_sources(task, max_len)} pairs in all (the distinct "
+                         f"sources of task {task!r} at max_len={max_len}), got {needed} "
+                         f"({', '.join(f'{split} {n}' for split, n in sizes.items())})")
+    rng = np.random.default_rng([seed, TASKS.index(task)])
     pairs: dict[str, str] = {}
     attempts = 0
     while len(pairs) < needed:

@@ -7,11 +7,15 @@ depends only on (seed, step) and so does its dropout mask.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,9 +25,9 @@ from seq2seq_ref import ModelConfig
 
 from .backends import OptimiserSettings, make_backend
 from .batching import encode_pairs, epoch_batches, make_padded_batch, unk_dropout
-from .checkpoint import (CheckpointError, best_checkpoint, latest_checkpoint, list_checkpoints, save_best,
+from .checkpoint import (RUN_ID, CheckpointError, best_checkpoint, latest_checkpoint, list_checkpoints, save_best,
                          save_checkpoint)
-from .data import DataSettings, build_vocabs, check_fingerprints, fingerprint_files, load_splits, vocab_from_json
+from .data import DataSettings, build_vocabs, load_data, vocab_from_json
 from .evaluate import evaluate
 from .plots import plot_loss_curve
 from .run_folder import exclusive, move_previous_run, remove_stale_temporaries, truncate_metrics
@@ -97,8 +101,11 @@ class RunSettings:
                 raise ValueError(f"{name}: expected an int >= 1, got {getattr(self, name)}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps: expected an int >= 1, got {self.steps}")
-        if self.epochs is not None and not self.epochs > 0:
-            raise ValueError(f"epochs: expected a number > 0, got {self.epochs}")
+        if self.epochs is not None and not 0 < self.epochs < math.inf:
+            raise ValueError(f"epochs: expected a finite number > 0, got {self.epochs}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) \
+                or not 0 <= self.seed < 2 ** 32:
+            raise ValueError(f"seed: expected an int in [0, 2^32), got {self.seed!r}")
         if self.stop_at_accuracy is not None and not 0 <= self.stop_at_accuracy <= 1:
             raise ValueError(f"stop_at_accuracy: expected a fraction in [0, 1], got {self.stop_at_accuracy}")
         if isinstance(self.unk_dropout, bool) or not isinstance(self.unk_dropout, (int, float)) \
@@ -117,9 +124,18 @@ class RunSettings:
 SELECT_BY = {"bleu": ("valid_bleu", True), "loss": ("valid_loss", False), "exact": ("valid_exact_match", True)}
 
 
-def is_better(select_by: str, value: float, best: dict | None) -> bool:
+def is_better(select_by: str, record: dict, best: dict | None) -> bool:
+    """Whether a validation record beats the best so far by --select-by; a tie goes to the lower validation loss.
+
+    The tie-break matters where the score cannot separate checkpoints: BLEU is 0 at every validation when the
+    targets are shorter than its 4-grams, and exact match can stay 0 for a long time; without it the first
+    validation would be kept forever (and --patience would stop the run).
+    """
     if best is None or best.get("metric") != select_by:
         return True
+    value = record[SELECT_BY[select_by][0]]
+    if value == best["value"]:
+        return record["valid_loss"] < best.get("loss", math.inf)
     return value > best["value"] if SELECT_BY[select_by][1] else value < best["value"]
 
 
@@ -156,8 +172,11 @@ def train(out_dir: str | Path, model: ModelOptions = ModelOptions(), data: DataS
     """Train (or resume) the run in out_dir; returns the summary also written to summary.json.
 
     resume=False starts a new run: an earlier run in out_dir is moved into
-    out_dir/previous-<timestamp>/, never deleted.  notify receives one-line
-    messages for the user (moved runs, dropped pairs, re-scoring).
+    out_dir/previous-<timestamp>/, never deleted, and only once the new run's
+    data, vocabularies and model have been checked.  notify receives one-line
+    messages for the user (moved runs, dropped pairs, re-scoring).  Ctrl-C
+    (SIGINT, in the main thread) saves the current step as a checkpoint and
+    raises TrainingInterrupted; a second Ctrl-C stops at once.
     """
     if model.tie_embeddings == "all" and not data.shared_vocab:
         raise ValueError("tie_embeddings: 'all' makes one matrix the source and the target embedding, so both "
@@ -167,17 +186,62 @@ def train(out_dir: str | Path, model: ModelOptions = ModelOptions(), data: DataS
     with exclusive(out_dir):
         for path in remove_stale_temporaries(out_dir):
             notify(f"removed {path.name}, left by a process that died while writing a checkpoint")
-        if not resume and (aside := move_previous_run(out_dir)) is not None:
-            notify(f"--fresh: moved the previous run in {out_dir} to {aside}")
         return _train_locked(out_dir, model, data, run, optimiser, backend, resume, progress, evaluate_test, notify)
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training: the step reached was saved as a checkpoint (checkpoint is its path)."""
+
+    def __init__(self, step: int, checkpoint: Path):
+        super().__init__(f"interrupted at step {step}; saved {checkpoint}")
+        self.step, self.checkpoint = step, checkpoint
+
+
+@contextlib.contextmanager
+def _stop_requests(notify):
+    """A flag the first Ctrl-C sets, so that the loop saves the step it is on and stops; the second Ctrl-C
+    raises KeyboardInterrupt as usual.  Only where Python's own handler is in place (the main thread, SIGINT
+    not ignored)."""
+    requested = threading.Event()
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield requested
+        return
+
+    def handler(signum, frame):
+        requested.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        notify("Ctrl-C: saving a checkpoint when this step is done, then stopping (Ctrl-C again: stop at once, "
+               "keeping only the last checkpoint)")
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _saving(what: str, out_dir: Path):
+    """Adds to an OSError while writing (a full disk) what was being written, and that the last checkpoint is
+    intact: the writes are atomic."""
+    @contextlib.contextmanager
+    def context():
+        try:
+            yield
+        except OSError as error:
+            newest = _newest(out_dir)
+            error.add_note(f"writing {what} in {out_dir}; the last good checkpoint is "
+                           f"{newest or 'none: none was written'}")
+            raise
+    return context()
 
 
 def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progress, evaluate_test, notify) -> dict:
     started = time.perf_counter()
     checkpoint = latest_checkpoint(out_dir) if resume else None
-    if checkpoint is not None:
-        check_fingerprints(data, checkpoint.meta.get("data_files"), str(out_dir))
-    splits = load_splits(data, run.seed)
+    loaded = load_data(data, run.seed, checkpoint.meta.get("data_files") if checkpoint is not None else None,
+                       str(out_dir))
+    splits = loaded.splits
     if checkpoint is not None:
         src_vocab = vocab_from_json(checkpoint.meta["src_vocab"])
         tgt_vocab = vocab_from_json(checkpoint.meta["tgt_vocab"])
@@ -185,28 +249,35 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
         src_vocab, tgt_vocab = build_vocabs(data, splits["train"])
     config = model.config(src_vocab, tgt_vocab)
     engine = make_backend(backend, config, optimiser)
+    if checkpoint is not None:  # before the data is filtered, so a changed --max-len is named as what it is
+        _check_resume(checkpoint.meta, config, data, optimiser, run, checkpoint.path)
     encoded, dropped = encode_splits(splits, src_vocab, tgt_vocab, data.max_len)
     if any(dropped.values()):
         notify(f"dropped pairs with a side longer than --max-len {data.max_len} tokens: "
                + ", ".join(f"{name} {n}" for name, n in dropped.items()))
+    _check_positions(config, encoded, data.max_len)
     train_data, valid_data = encoded["train"], encoded["valid"][: run.eval_examples]
     if len(train_data) < run.batch_size:
         raise ValueError(f"batch_size: expected at most the {len(train_data)} training pairs, got {run.batch_size}")
     batches_per_epoch = len(epoch_batches(train_data, run.batch_size, run.seed, 0))
     total_steps = run.steps if run.steps is not None else max(1, math.ceil(run.epochs * batches_per_epoch))
+    if not resume and (aside := move_previous_run(out_dir)) is not None:  # only now: the new run is sound
+        notify(f"--fresh: moved the previous run in {out_dir} to {aside}")
 
     meta = {"config": asdict(config), "src_vocab": src_vocab.to_json(), "tgt_vocab": tgt_vocab.to_json(),
-            "data": data.to_json(), "data_files": fingerprint_files(data), "optimizer": asdict(optimiser),
+            "data": data.to_json(), "data_files": loaded.files, "optimizer": asdict(optimiser),
             "seed": run.seed, "batch_size": run.batch_size, "backend": engine.name,
             "rng": {"kind": "stateless: batch order from (seed, epoch), dropout from (seed, step)",
-                    "seed": run.seed}}
+                    "seed": run.seed},
+            # one run's identity across its checkpoints (`seq2seq average` refuses to mix runs)
+            RUN_ID: (checkpoint.meta.get(RUN_ID) if checkpoint is not None else None) or uuid.uuid4().hex}
     if checkpoint is not None:
-        _check_resume(checkpoint.meta, config, data, optimiser, run, checkpoint.path)
         params = engine.to_device(checkpoint.params)
         opt_state = engine.opt_state_from_arrays(checkpoint.opt_state, params)
         start = checkpoint.step
-        stopped_early = (run.stop_at_accuracy is not None
-                         and checkpoint.meta.get("valid_exact_match", -1) >= run.stop_at_accuracy)
+        last_accuracy = checkpoint.meta.get("valid_exact_match")  # None: saved by Ctrl-C before any validation
+        stopped_early = (run.stop_at_accuracy is not None and last_accuracy is not None
+                         and last_accuracy >= run.stop_at_accuracy)
         out_of_patience = run.patience is not None and checkpoint.meta.get("evals_since_best", 0) >= run.patience
         if stopped_early or out_of_patience or total_steps <= start:
             why = (f"it stopped early at validation exact match {checkpoint.meta['valid_exact_match']:.4f}"
@@ -214,6 +285,8 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                    else f"it is at step {start}, at or past the {total_steps} asked for")
             notify(f"re-scoring the checkpoint in {out_dir}, not training: {why}")
             total_steps = start
+        else:
+            notify(f"resuming from {checkpoint.path.name} (step {start} of {total_steps})")
     else:
         params = engine.init_params(run.seed)
         opt_state = engine.init_opt_state(params)
@@ -226,6 +299,7 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
     tokens_since, tokens_trained, clock = 0, 0, time.perf_counter()
     train_seconds = eval_seconds = 0.0
     valid_accuracy = checkpoint.meta.get("valid_exact_match") if checkpoint is not None else None
+    valid_record = checkpoint.meta.get("valid") if checkpoint is not None else None
     select_by = run.select_by or ("exact" if data.task is not None else "bleu")
     best = checkpoint.meta.get("best") if checkpoint is not None else None
     evals_since_best = checkpoint.meta.get("evals_since_best", 0) if checkpoint is not None else 0
@@ -234,8 +308,9 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
         notify(f"--select-by {select_by}: the run's best.npz was selected by {best.get('metric')}; the next "
                "evaluation replaces it")
         best, evals_since_best = None, 0
-    with open(metrics_path, "a", encoding="utf-8") as log:
-        step = start
+    eta_from = None  # (time, step) after the first logged interval: the ETA leaves out the first compilation
+    step, stopped = start, None
+    with _stop_requests(notify) as stop_requested, open(metrics_path, "a", encoding="utf-8") as log:
         while step < total_steps:
             epoch, offset = divmod(step, batches_per_epoch)
             if epoch not in epoch_cache:
@@ -247,7 +322,8 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
             tokens_since += int(batch.tgt_lengths.sum())
             step += 1
             if run.max_minutes is not None and time.perf_counter() - started > 60 * run.max_minutes:
-                notify(f"stopped at step {step}: --max-minutes {run.max_minutes:g} of wall time have passed")
+                stopped = f"--max-minutes {run.max_minutes:g} of wall time have passed"
+                notify(f"stopped at step {step}: {stopped}")
                 total_steps = step  # validate and save this step, then stop
             evaluate_now = step % run.eval_every == 0 or step == total_steps
             if step % run.log_every == 0 or evaluate_now:
@@ -261,58 +337,106 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                           "lr": optimiser.learning_rate_at(step - 1) * update_scale, "tokens_per_s": tokens_since / (now - clock),
                           "elapsed_s": now - started}
                 tokens_since, clock = 0, now
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                with _saving(metrics_path.name, out_dir):
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
                 bar.update(step - bar.n)
-                bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                eta_from = eta_from or (now, step)
+                bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tokens_per_s']:.0f}",
+                                eta=_eta(eta_from, now, step, total_steps))
             if evaluate_now:
                 record = validation_record(engine, params, config, valid_data, tgt_vocab, data.max_len, step)
                 record["elapsed_s"] = time.perf_counter() - started  # wall time of this invocation, validation included
-                valid_accuracy = record["valid_exact_match"]
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                os.fsync(log.fileno())  # the log is durable up to the checkpoint written next
+                valid_accuracy, valid_record = record["valid_exact_match"], record
+                with _saving(metrics_path.name, out_dir):
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    os.fsync(log.fileno())  # the log is durable up to the checkpoint written next
                 bar.set_postfix(loss=f"{loss:.4f}", valid_em=f"{valid_accuracy:.3f}",
-                                valid_bleu=f"{record['valid_bleu']:.1f}")
+                                valid_bleu=f"{record['valid_bleu']:.1f}",
+                                eta=_eta(eta_from, time.perf_counter(), step, total_steps))
                 host_params = engine.to_numpy(params)
                 if not all(np.isfinite(value).all() for value in host_params.values()):
                     _diverged("parameters became non-finite", step, out_dir)
-                value = record[SELECT_BY[select_by][0]]
-                if is_better(select_by, value, best):
-                    best, evals_since_best = {"metric": select_by, "value": value, "step": step}, 0
-                    save_best(out_dir, step, host_params, {**meta, "valid": record, "best": best})
+                if is_better(select_by, record, best):
+                    best = {"metric": select_by, "value": record[SELECT_BY[select_by][0]], "step": step,
+                            "loss": record["valid_loss"]}
+                    evals_since_best = 0
+                    with _saving("best.npz", out_dir):
+                        save_best(out_dir, step, host_params, {**meta, "valid": record, "best": best})
                 else:
                     evals_since_best += 1
                 update_scale = optimiser.update_scale(evals_since_best, update_scale)  # --schedule plateau
-                save_checkpoint(out_dir, step, host_params, engine.opt_state_to_arrays(opt_state),
-                                {**meta, "valid_exact_match": valid_accuracy, "valid": record, "best": best,
-                                 "evals_since_best": evals_since_best, "update_scale": update_scale}, run.keep)
+                with _saving(f"the checkpoint of step {step}", out_dir):
+                    saved = save_checkpoint(out_dir, step, host_params, engine.opt_state_to_arrays(opt_state),
+                                            {**meta, "valid_exact_match": valid_accuracy, "valid": record,
+                                             "best": best, "evals_since_best": evals_since_best,
+                                             "update_scale": update_scale}, run.keep)
                 now = time.perf_counter()
                 eval_seconds += now - clock
                 clock = now  # the next record's throughput counts training time only
                 if run.stop_at_accuracy is not None and valid_accuracy >= run.stop_at_accuracy:
+                    stopped = (f"validation exact match {valid_accuracy:.4f} reached --stop-at-accuracy "
+                               f"{run.stop_at_accuracy:g}")
+                    notify(f"stopped at step {step}: {stopped}")
                     break
                 if run.patience is not None and evals_since_best >= run.patience:
-                    notify(f"stopped at step {step}: {run.patience} evaluations without a better validation "
-                           f"{select_by} than {best['value']:.4f} at step {best['step']} (--patience)")
+                    stopped = (f"{run.patience} evaluations without a better validation {select_by} than "
+                               f"{best['value']:.4f} at step {best['step']} (--patience)")
+                    notify(f"stopped at step {step}: {stopped}")
                     break
+            if stop_requested.is_set():
+                if not evaluate_now:  # a step between validations: saved with the last validation's record
+                    with _saving(f"the checkpoint of step {step}", out_dir):
+                        log.flush()
+                        os.fsync(log.fileno())
+                        saved = save_checkpoint(
+                            out_dir, step, engine.to_numpy(params), engine.opt_state_to_arrays(opt_state),
+                            {**meta, "valid_exact_match": valid_accuracy, "valid": valid_record, "best": best,
+                             "evals_since_best": evals_since_best, "update_scale": update_scale,
+                             "interrupted": True}, run.keep)
+                bar.close()
+                raise TrainingInterrupted(step, saved)
+    if stopped is not None and bar.total != step:
+        bar.total = step  # the bar ends full where the run ended, not frozen part-way
+        bar.set_description_str("stopped early")
+        bar.refresh()
     bar.close()
     summary = {"run_dir": str(out_dir), "backend": engine.name, "steps": step, "resumed_from": start,
                "steps_trained": step - start, "train_seconds": train_seconds,
                "tokens_per_s": tokens_trained / train_seconds if train_seconds else None,
                "validation_seconds": eval_seconds, "train_pairs": len(train_data), "dropped_for_length": dropped,
-               "max_len": data.max_len, "valid_exact_match": valid_accuracy,
+               "max_len": data.max_len, "valid_exact_match": valid_accuracy, "stopped_early": stopped,
                "checkpoint": str(_newest(out_dir)), "metrics": str(metrics_path)}
     summary["best"] = best
     if evaluate_test:  # with the selected params, as evaluate and translate use them; given splits may have no test
         chosen = best_checkpoint(out_dir)
         test_params = params if chosen is None else engine.to_device(chosen.params)
         summary["test"] = evaluate(engine, test_params, config, encoded["test"], tgt_vocab,
-                                   max_len=data.max_len) if splits["test"] else None
+                                   max_len=data.max_len, progress=progress) if splits["test"] else None
     summary["total_seconds"] = time.perf_counter() - started
-    summary["loss_curve"] = str(plot_loss_curve(metrics_path, out_dir / "loss_curve.png"))
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    with _saving("loss_curve.png and summary.json", out_dir):
+        summary["loss_curve"] = str(plot_loss_curve(metrics_path, out_dir / "loss_curve.png"))
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _check_positions(config: ModelConfig, encoded: dict, max_len: int) -> None:
+    """A Transformer side reads at most max_positions source positions: say so before training, not mid-run."""
+    longest = max((data.max_src_len for data in encoded.values() if len(data)), default=0)
+    if config.uses_positions and longest > config.max_positions:
+        raise ValueError(f"max_positions: expected at least the longest source kept by --max-len {max_len} "
+                         f"({longest} tokens), got --max-positions {config.max_positions}; raise --max-positions "
+                         "or lower --max-len")
+
+
+def _eta(since, now: float, step: int, total: int) -> str:
+    """Time left at the pace since the first logged interval (the first compilation is not the pace)."""
+    from tqdm import tqdm
+
+    if since is None or step <= since[1]:
+        return "?"
+    return tqdm.format_interval((now - since[0]) / (step - since[1]) * (total - step))
 
 
 def encode_splits(splits, src_vocab: Vocab, tgt_vocab: Vocab, max_len: int):
@@ -340,4 +464,6 @@ def _newest(out_dir: Path):
 def _progress(total: int, start: int, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=start, disable=not enabled, unit="step", dynamic_ncols=True)
+    # tqdm's own rate and ETA would count the first compilation as the pace; the postfix carries _eta instead
+    return tqdm(total=total, initial=start, disable=not enabled, unit="step", dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")

@@ -51,6 +51,12 @@ def detokenize(tokens: Sequence[str], kind: str) -> str:
                    for i, token in enumerate(tokens)).lstrip(" ")
 
 
+def count_tokens(texts: Iterable[str], tokenizer: str = "char") -> Counter:
+    """How often each token occurs in texts, as a vocabulary of this tokenizer splits them."""
+    joiners = tokenizer == "word"
+    return Counter(token for text in texts for token in tokenize(text, tokenizer, joiners))
+
+
 @dataclass
 class Vocab:
     """tokens[i] is the token with id i; the four specials come first."""
@@ -72,12 +78,17 @@ class Vocab:
     def build(cls, texts: Iterable[str], tokenizer: str = "char", min_freq: int = 1,
               max_size: int | None = None) -> "Vocab":
         """Tokens seen at least min_freq times, most frequent first (ties alphabetical), at most max_size in all."""
+        return cls.from_counts(count_tokens(texts, tokenizer), tokenizer, min_freq, max_size)
+
+    @classmethod
+    def from_counts(cls, counts: Counter, tokenizer: str = "char", min_freq: int = 1,
+                    max_size: int | None = None) -> "Vocab":
+        """Vocab.build from the token counts of count_tokens."""
         if min_freq < 1:
             raise ValueError(f"min_freq: expected an int >= 1, got {min_freq}")
         if max_size is not None and max_size <= len(SPECIALS):
             raise ValueError(f"max_size: expected more than the {len(SPECIALS)} specials, got {max_size}")
         joiners = tokenizer == "word"
-        counts = Counter(token for text in texts for token in tokenize(text, tokenizer, joiners))
         kept = sorted((t for t, n in counts.items() if n >= min_freq and t not in SPECIALS),
                       key=lambda t: (-counts[t], t))
         if max_size is not None:

@@ -114,6 +114,8 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 raise ValueError(f"{name}: expected a float in [0, 1), got {value!r}")
+            # a Python float: np.float64 (a float subclass) would promote a float32 model's arrays to float64
+            object.__setattr__(self, name, float(value))
         specials = {"pad_id": self.pad_id, "bos_id": self.bos_id, "eos_id": self.eos_id}
         smallest_vocab = min(self.src_vocab_size, self.tgt_vocab_size)
         for name, value in specials.items():

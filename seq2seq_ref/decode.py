@@ -18,6 +18,9 @@ from .registry import CONNECTIONS
 from .layers import log_softmax
 from .validation import check_decode_inputs
 
+# alpha of (N1) where none is given: GNMT's 0.6 (Wu et al. 2016), the default of both libraries and the CLI
+DEFAULT_LENGTH_PENALTY = 0.6
+
 
 def encode(params, config, src, src_lengths):
     """Returns the decoder's Memory and its initial states (L state tuples of the decoder cell).
@@ -92,7 +95,7 @@ def final_order(finished_scores, live_scores):
     return np.lexsort((index, -scores, group), axis=-1)
 
 
-def beam_search(params, config, src, src_lengths, beam_size, max_len, length_penalty=0.0):
+def beam_search(params, config, src, src_lengths, beam_size, max_len, length_penalty=DEFAULT_LENGTH_PENALTY):
     """Beam search with a separate set of finished hypotheses (as fairseq and OpenNMT; MATH.md "Decoding").
 
     Each step ranks the K * V extensions of the K live prefixes and takes the best 2K. An EOS among the
@@ -102,9 +105,11 @@ def beam_search(params, config, src, src_lengths, beam_size, max_len, length_pen
     lp(max_len), so log p(prefix) / lp(max_len) bounds every completion. Otherwise it stops at max_len.
     Unfinished hypotheses (cut off at max_len or at the stop) are returned only after every finished one,
     scored log p(prefix) / lp(|prefix|).
+    length_penalty: alpha of (N1), a finite real >= 0 (0: scores are log-probabilities).
     Returns tokens int[B, beam_size, max_len] (pad after EOS) and scores [B, beam_size], best first.
     """
     src, src_lengths = check_decode_inputs(params, config, src, src_lengths, max_len, beam_size, length_penalty)
+    length_penalty = float(length_penalty)  # a Python float: a NumPy scalar would set the normaliser's dtype
     params = tied_views(params, config)  # (W1)
     memory, states = encode(params, config, src, src_lengths)
     B, K, V = src.shape[0], beam_size, config.tgt_vocab_size
@@ -121,7 +126,7 @@ def beam_search(params, config, src, src_lengths, beam_size, max_len, length_pen
     done = np.zeros(B, dtype=bool)
     previous = np.full(B * K, config.bos_id)
     rows = np.arange(B)[:, None]
-    best_bound = dtype.type(length_normaliser(max_len, length_penalty))
+    best_bound = length_normaliser(dtype.type(max_len), length_penalty)  # in the scores' dtype, as the JAX twin
     for t in range(max_len):
         step, states, _ = step_log_probs(params, config, previous, states, memory)
         step = step.reshape(B, K * V)
@@ -132,9 +137,9 @@ def beam_search(params, config, src, src_lengths, beam_size, max_len, length_pen
         extended[:, :, t] = token
         # finish: an EOS among the first K
         ends = (token[:, :K] == config.eos_id) & np.isfinite(top_log_p[:, :K])
-        normaliser = dtype.type(length_normaliser(t + 1, length_penalty))
+        normaliser = length_normaliser(dtype.type(t + 1), length_penalty)
         new_scores = np.where(ends, top_log_p[:, :K] / normaliser, -np.inf)
-        pooled_scores = np.concatenate([finished_scores, new_scores.astype(dtype)], axis=1)
+        pooled_scores = np.concatenate([finished_scores, new_scores], axis=1)
         pooled_tokens = np.concatenate([finished_tokens, extended[:, :K]], axis=1)
         kept = np.argsort(-pooled_scores, axis=1, kind="stable")[:, :K]
         # continue: the first K that do not end
@@ -152,7 +157,7 @@ def beam_search(params, config, src, src_lengths, beam_size, max_len, length_pen
         done |= live_log_p.max(axis=1) / best_bound <= finished_scores[:, 0]  # (N2)
         if done.all():
             break
-    live_scores = live_log_p / length_normaliser(live_length, length_penalty).astype(dtype)[:, None]
+    live_scores = live_log_p / length_normaliser(live_length.astype(dtype), length_penalty)[:, None]
     order = final_order(finished_scores, live_scores)[:, :K]
     all_tokens = np.concatenate([finished_tokens, live_tokens], axis=1)
     return all_tokens[rows, order], np.take_along_axis(np.concatenate([finished_scores, live_scores], 1), order, 1)

@@ -87,7 +87,8 @@ def backward(cache, dloss=1.0):
     """Gradients of dloss * loss for every parameter: a dict with the params' names (a tied matrix's summed (W1'))."""
     config, masks, src_embed_cache, encoder_cache, tgt_embed_cache, decoder_cache, output_cache, dlogits = cache
     grads = {}
-    dfeatures, grads["output/W"], grads["output/b"] = affine_backward(dloss * dlogits, output_cache)  # (O1')
+    dlogits = dlogits * dlogits.dtype.type(dloss)  # in the loss's dtype, whatever scalar type dloss has
+    dfeatures, grads["output/W"], grads["output/b"] = affine_backward(dlogits, output_cache)  # (O1')
     dfeatures = dropout_backward(dfeatures, masks.get("output"))
     dy, dinit_states, dkeys, decoder_grads = decoder_backward(dfeatures, decoder_cache)
     dy = dropout_backward(dy, masks.get("tgt_embed"))

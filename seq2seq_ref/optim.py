@@ -119,9 +119,8 @@ def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, momentum: fl
 
 
 def _rate_at(learning_rate: LearningRate, count: int) -> float:
-    if callable(learning_rate):
-        return float(learning_rate(count))
-    return learning_rate
+    """A Python float, as every hyperparameter here: a NumPy float64 would promote float32 updates to float64."""
+    return float(learning_rate(count) if callable(learning_rate) else learning_rate)
 
 
 def _check_rate(learning_rate):
@@ -133,6 +132,7 @@ def sgd(learning_rate: LearningRate, momentum: float = 0.0) -> GradientTransform
     """state: {"count": updates so far, "trace": {name: m}} (trace empty without momentum)."""
     _check_rate(learning_rate)
     _check_positive("momentum", momentum, allow_zero=True)
+    momentum = float(momentum)
 
     def init(params):
         return {"count": 0, "trace": {name: np.zeros_like(p) for name, p in params.items()} if momentum else {}}
@@ -153,6 +153,7 @@ def adam(learning_rate: LearningRate, b1: float = 0.9, b2: float = 0.999, eps: f
         if not 0.0 <= value < 1.0:
             raise ValueError(f"{name}: expected a float in [0, 1), got {value!r}")
     _check_positive("eps", eps, allow_zero=True)
+    b1, b2, eps = float(b1), float(b2), float(eps)
 
     def init(params):
         zeros = {name: np.zeros_like(p) for name, p in params.items()}
@@ -178,6 +179,7 @@ def global_norm(tree: dict) -> float:
 
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     _check_positive("max_norm", max_norm)
+    max_norm = float(max_norm)
 
     def update(grads, state):
         norm = global_norm(grads)  # (S3)

@@ -164,9 +164,12 @@ def check_params(params: Mapping[str, np.ndarray], config: ModelConfig) -> np.dt
     dtypes = set()
     for name, shape in expected.items():
         value = params[name]
-        if tuple(np.shape(value)) != shape:
-            raise ValueError(f"params[{name!r}]: expected shape {shape}, got {tuple(np.shape(value))}")
-        dtype = np.dtype(getattr(value, "dtype", np.asarray(value).dtype))
+        # an array of either backend (numpy, jax): the model reads .dtype, .T and slices, which a list lacks
+        if not all(hasattr(value, attribute) for attribute in ("__array__", "shape", "dtype")):
+            raise ValueError(f"params[{name!r}]: expected an array (numpy or jax), got {type(value).__name__}")
+        if tuple(value.shape) != shape:
+            raise ValueError(f"params[{name!r}]: expected shape {shape}, got {tuple(value.shape)}")
+        dtype = np.dtype(value.dtype)
         if not np.issubdtype(dtype, np.floating):
             raise ValueError(f"params[{name!r}]: expected a floating dtype, got {dtype}")
         dtypes.add(dtype)

@@ -12,6 +12,8 @@ but no query ever attends to them.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .components import Cell
@@ -83,7 +85,8 @@ def transformer_encoder_forward(x, lengths, params, config, dropout_masks):
     Returns keys [B, S, d], the bridge states (L tuples (h,), h [B, d] the masked mean (T8)) and the cache.
     """
     B, S, d = x.shape
-    h = np.sqrt(d) * x + sinusoidal_positions(S, d, x.dtype)                              # (T5)
+    # math.sqrt, a Python float, keeps x's dtype; np.sqrt's float64 scalar would promote float32 to float64
+    h = math.sqrt(d) * x + sinusoidal_positions(S, d, x.dtype)                            # (T5)
     mask = attention_mask(lengths, S, causal=False)
     caches = []
     for layer in range(config.num_layers):
@@ -91,9 +94,9 @@ def transformer_encoder_forward(x, lengths, params, config, dropout_masks):
                                  _keep_masks(dropout_masks, layer))
         caches.append(cache)
     keys, ln_f = layer_norm_forward(h, params["encoder/ln_f/gamma"], params["encoder/ln_f/beta"])
-    weights = (np.arange(S)[None, :] < lengths[:, None]) / lengths[:, None]               # (T8) m_s / n
-    mean = np.einsum("bs,bsd->bd", weights.astype(x.dtype), keys)
-    return keys, [(mean,)] * config.num_layers, (caches, ln_f, weights.astype(x.dtype), d)
+    weights = (np.arange(S)[None, :] < lengths[:, None]).astype(x.dtype) / lengths[:, None].astype(x.dtype)  # (T8)
+    mean = np.einsum("bs,bsd->bd", weights, keys)
+    return keys, [(mean,)] * config.num_layers, (caches, ln_f, weights, d)
 
 
 def transformer_encoder_backward(dkeys, dstates, cache):
@@ -107,7 +110,7 @@ def transformer_encoder_backward(dkeys, dstates, cache):
     for layer in reversed(range(len(caches))):
         dh, block_grads = block_backward(dh, caches[layer])
         grads.update({f"encoder/l{layer}/{suffix}": g for suffix, g in block_grads.items()})
-    return np.sqrt(d) * dh, grads                                                          # (T5')
+    return math.sqrt(d) * dh, grads                                                        # (T5')
 
 
 class Transformer(Cell):

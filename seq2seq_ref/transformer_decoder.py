@@ -12,6 +12,8 @@ simplest correct form, O(t) per step; the JAX twin caches keys and values.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .layers import dropout_backward, dropout_forward
@@ -86,7 +88,7 @@ def transformer_decoder_forward(y, keys, src_mask, params, config, dropout_masks
     the cache.
     """
     B, T, d = y.shape
-    x = np.sqrt(d) * y + sinusoidal_positions(T, d, y.dtype)                              # (T9)
+    x = math.sqrt(d) * y + sinusoidal_positions(T, d, y.dtype)                            # (T9) as (T5)
     causal = np.tril(np.ones((T, T), dtype=bool))[None, None]
     source = src_mask[:, None, None, :]
     caches = []
@@ -109,7 +111,7 @@ def transformer_decoder_backward(dfeatures, cache):
         dx, dkeys_layer, block_grads = decoder_block_backward(dx, caches[layer])
         dkeys = dkeys + dkeys_layer                                                        # every block reads keys
         grads.update({f"decoder/l{layer}/{suffix}": g for suffix, g in block_grads.items()})
-    return np.sqrt(d) * dx, dkeys, grads                                                   # (T9')
+    return math.sqrt(d) * dx, dkeys, grads                                                 # (T9')
 
 
 def transformer_decoder_step(y_t, states, memory, params, config):

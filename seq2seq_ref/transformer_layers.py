@@ -7,6 +7,8 @@ Batched over rows and heads: no Python loop over either.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .attention import masked_softmax, masked_softmax_backward
@@ -102,7 +104,7 @@ def attention_forward(x, memory, mask, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, n
     d_head = W_q.shape[1] // num_heads
     Q = split_heads(linear(x, W_q, b_q), num_heads)
     K, V = (split_heads(linear(memory, W, b), num_heads) for W, b in ((W_k, b_k), (W_v, b_v)))
-    alpha = masked_softmax(Q @ K.transpose(0, 1, 3, 2) / np.sqrt(d_head), mask)
+    alpha = masked_softmax(Q @ K.transpose(0, 1, 3, 2) / math.sqrt(d_head), mask)  # a Python float keeps Q's dtype
     dropped = dropout_forward(alpha, weight_keep)
     heads = merge_heads(dropped @ V)
     cache = (x, memory, Q, K, V, alpha, dropped, weight_keep, heads, W_q, W_k, W_v, W_o, d_head)
@@ -117,7 +119,7 @@ def attention_backward(dy, cache):
     dheads = split_heads(linear(dy, W_o.T), Q.shape[1])
     dalpha = dropout_backward(dheads @ V.transpose(0, 1, 3, 2), weight_keep)
     dV = merge_heads(dropped.transpose(0, 1, 3, 2) @ dheads)
-    dscores = masked_softmax_backward(dalpha, alpha) / np.sqrt(d_head)
+    dscores = masked_softmax_backward(dalpha, alpha) / math.sqrt(d_head)
     dQ, dK = merge_heads(dscores @ K), merge_heads(dscores.transpose(0, 1, 3, 2) @ Q)
     grads = [flat(x).T @ flat(dQ), flat(dQ).sum(axis=0), flat(memory).T @ flat(dK), flat(dK).sum(axis=0),
              flat(memory).T @ flat(dV), flat(dV).sum(axis=0), dW_o, db_o]

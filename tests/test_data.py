@@ -50,7 +50,8 @@ def test_task_errors():
         generate_task("dates2")
     with pytest.raises(ValueError, match=r"sizes: expected positive ints"):
         generate_task("copy", sizes={"train": 0})
-    with pytest.raises(ValueError, match=r"fewer than .* distinct sources"):
+    with pytest.raises(ValueError, match=r"sizes: expected at most 420 pairs in all \(the distinct sources of task "
+                                         r"'copy' at max_len=2\), got 5002 \(train 5000, valid 1, test 1\)"):
         generate_task("copy", sizes={"train": 5000, "valid": 1, "test": 1}, max_len=2)
 
 

@@ -1,4 +1,5 @@
 """Greedy decoding and beam search."""
+import inspect
 import itertools
 
 import numpy as np
@@ -6,8 +7,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import seq2seq_ref
 from seq2seq_ref import ModelConfig, init_params
-from seq2seq_ref.decode import beam_search, greedy_decode, length_normaliser, step_log_probs, encode
+from seq2seq_ref.decode import (
+    DEFAULT_LENGTH_PENALTY, beam_search, encode, greedy_decode, length_normaliser, step_log_probs,
+)
 from tests.helpers import ATTENTIONS, DECODER_NAMES, ENCODER_NAMES, config_with_heads, float64_params, ragged_batch
 
 
@@ -51,7 +55,8 @@ def test_beam_of_one_equals_greedy(attention, bidirectional, seed, encoder, deco
     params = float64_params(config, seed, scale=1.0)
     batch = ragged_batch(config, np.random.default_rng(seed))
     tokens, _ = greedy_decode(params, config, batch.src, batch.src_lengths, max_len=7)
-    beams, scores = beam_search(params, config, batch.src, batch.src_lengths, beam_size=1, max_len=7)
+    beams, scores = beam_search(params, config, batch.src, batch.src_lengths, beam_size=1, max_len=7,
+                                length_penalty=0.0)  # alpha > 0 may prefer a longer finish than greedy's
     np.testing.assert_array_equal(beams[:, 0], tokens)
 
 
@@ -99,9 +104,9 @@ def test_a_finished_hypothesis_is_never_lost():
     config = ModelConfig(9, 8, 3, 4, attention="bahdanau")
     params = float64_params(config, 11, scale=1.0)
     batch = ragged_batch(config, np.random.default_rng(11))
-    first, first_scores = beam_search(params, config, batch.src, batch.src_lengths, 3, 1)
+    first, first_scores = beam_search(params, config, batch.src, batch.src_lengths, 3, 1, length_penalty=0.0)
     assert first[0, 0].tolist() == [config.eos_id] and np.isclose(first_scores[0, 0], -2.41466092)
-    beams, scores = beam_search(params, config, batch.src, batch.src_lengths, 3, 8)
+    beams, scores = beam_search(params, config, batch.src, batch.src_lengths, 3, 8, length_penalty=0.0)
     assert is_finished(config, beams[0, 0]) and scores[0, 0] >= first_scores[0, 0]
 
 
@@ -145,6 +150,20 @@ def test_exhaustive_search_is_at_least_as_good_as_beam(attention, seed, beam_siz
             np.testing.assert_array_equal(beams[row, 0], greedy[0])
 
 
+def test_both_libraries_search_with_the_clis_length_penalty_by_default(rng):
+    seq2seq_jax = pytest.importorskip("seq2seq_jax")
+    assert DEFAULT_LENGTH_PENALTY == 0.6 and seq2seq_ref.DEFAULT_LENGTH_PENALTY == DEFAULT_LENGTH_PENALTY
+    assert inspect.signature(seq2seq_jax.beam_search).parameters["length_penalty"].default == DEFAULT_LENGTH_PENALTY
+    config = ModelConfig(9, 8, 3, 4, attention="luong")
+    params = float64_params(config, scale=1.0)
+    batch = ragged_batch(config, rng)
+    _, scores = beam_search(params, config, batch.src, batch.src_lengths, 3, 8)
+    _, expected = beam_search(params, config, batch.src, batch.src_lengths, 3, 8, DEFAULT_LENGTH_PENALTY)
+    _, unpenalised = beam_search(params, config, batch.src, batch.src_lengths, 3, 8, 0.0)
+    np.testing.assert_array_equal(scores, expected)
+    assert not np.array_equal(scores, unpenalised)
+
+
 def test_beam_of_one_breaks_float32_ties_as_greedy_does(rng):
     # Adding the prefix's log-probability rounds log p(3) and log p(4) = log p(3) + 6e-8 to one float32 sum;
     # greedy's argmax still sees 4 as better, and so must beam 1.
@@ -156,7 +175,7 @@ def test_beam_of_one_breaks_float32_ties_as_greedy_does(rng):
     params["output/b"][4] = np.nextafter(np.float32(1.0), np.float32(2.0))
     batch = ragged_batch(config, rng)
     tokens, _ = greedy_decode(params, config, batch.src, batch.src_lengths, 5)
-    beams, _ = beam_search(params, config, batch.src, batch.src_lengths, 1, 5)
+    beams, _ = beam_search(params, config, batch.src, batch.src_lengths, 1, 5, length_penalty=0.0)
     assert np.all(tokens == 4)
     np.testing.assert_array_equal(beams[:, 0], tokens)
 

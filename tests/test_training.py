@@ -168,7 +168,8 @@ def test_train_evaluate_translate_commands(tmp_path, capsys, monkeypatch):
     plot = tmp_path / "attention.png"
     assert main(["translate", "--run", run, "--backend", "numpy", "--attention-plot", str(plot)]) == 0
     captured = capsys.readouterr()
-    assert len(captured.out.splitlines()) == 2 and plot.stat().st_size > 1000
+    assert captured.out.split("\n")[1] == "" and len(captured.out.splitlines()) == 3  # a blank line for a blank line
+    assert plot.stat().st_size > 1000
     assert main(["translate", "--run", run, "--backend", "numpy", "--unseen", "unk", "ab~"]) == 0
     assert "unseen in training mapped to <unk>: ['~']" in capsys.readouterr().err
     # by default a char model drops what it never saw, and translates stripped text as it was trained on
@@ -179,8 +180,9 @@ def test_train_evaluate_translate_commands(tmp_path, capsys, monkeypatch):
         captured = capsys.readouterr()
         assert captured.out == clean, variant
         assert ("~" in variant or "\u2603" in variant) == ("unseen in training dropped" in captured.err), variant
-    assert main(["translate", "--run", run, "--backend", "numpy", "~"]) == 2
-    assert "text: expected a non-empty sentence" in capsys.readouterr().err
+    assert main(["translate", "--run", run, "--backend", "numpy", "~", "ab"]) == 0  # nothing left: an empty line
+    captured = capsys.readouterr()
+    assert captured.out == "\n" + clean and "'~': nothing left to translate" in captured.err
 
 
 @pytest.mark.parametrize("content,flag,expected", [

@@ -197,15 +197,16 @@ def test_best_checkpoint_is_selected_on_validation_and_used_by_evaluate_and_tran
     assert [r["step"] for r in records] == [2, 4, 6, 8, 10, 12]
     assert all({"valid_exact_match", "valid_bleu", "valid_chrf", "valid_loss"} <= set(r) for r in records)
     best = min(records, key=lambda r: r["valid_loss"])
-    assert summary["best"] == {"metric": "loss", "value": best["valid_loss"], "step": best["step"]}
+    assert summary["best"] == {"metric": "loss", "value": best["valid_loss"], "step": best["step"],
+                               "loss": best["valid_loss"]}
     chosen = load_checkpoint(run / "best.npz")
     assert chosen.step == best["step"] and chosen.meta["best"]["step"] == best["step"]
     same_step = load_checkpoint(run / f"checkpoint-{best['step']:08d}.npz")
     for name, value in same_step.params.items():
         np.testing.assert_array_equal(chosen.params[name], value)
-    assert load_run(str(run), "numpy")[0].path.name == "best.npz"
-    assert load_run(str(run), "numpy", "last")[0].step == 12
-    assert load_run(str(run), "numpy", str(run / "checkpoint-00000004.npz"))[0].step == 4
+    assert load_run(str(run), "numpy").checkpoint_path.name == "best.npz"
+    assert load_run(str(run), "numpy", "last").step == 12
+    assert load_run(str(run), "numpy", str(run / "checkpoint-00000004.npz")).step == 4
     # selecting by another metric restarts the selection at the next evaluation
     summary = tiny_train(run, data, steps=14, select_by="bleu", keep=10)
     assert summary["best"]["metric"] == "bleu" and summary["best"]["step"] == 14

@@ -4,6 +4,7 @@ import pytest
 
 from seq2seq_ref import ModelConfig, init_params, loss_and_grads, make_batch
 from seq2seq_ref.decode import beam_search, greedy_decode
+from seq2seq_ref.validation import check_decode_args
 
 CONFIG = ModelConfig(9, 8, 3, 4, attention="luong")
 
@@ -97,10 +98,14 @@ def test_config_type_is_checked(good):
 
 
 @pytest.mark.parametrize("call,match", [
-    (lambda p, b: greedy_decode(p, CONFIG, b.src, b.src_lengths, 0), r"max_len: expected an int >= 1, got 0"),
+    (lambda p, b: greedy_decode(p, CONFIG, b.src, b.src_lengths, 0),
+     r"max_len: expected an int in \[1, 65536\], got 0"),
+    (lambda p, b: greedy_decode(p, CONFIG, b.src, b.src_lengths, 10**12),
+     r"max_len: expected an int in \[1, 65536\], got 1000000000000"),
+    (lambda p, b: beam_search(p, CONFIG, b.src, b.src_lengths, 2, 2**16 + 1),
+     r"max_len: expected an int in \[1, 65536\], got 65537"),
     (lambda p, b: beam_search(p, CONFIG, b.src, b.src_lengths, 0, 5), r"beam_size: expected an int >= 1, got 0"),
     (lambda p, b: beam_search(p, CONFIG, b.src, b.src_lengths, 7, 5), r"beam_size: expected at most tgt_vocab_size - 2 = 6 \(pad and bos are never generated\), got 7"),
-    (lambda p, b: beam_search(p, CONFIG, b.src, b.src_lengths, 2, 5, -1.0), r"length_penalty: expected a float >= 0, got -1.0"),
     (lambda p, b: greedy_decode(p, CONFIG, b.src + 20, b.src_lengths, 3), r"src: expected token ids in \[0, 9\)"),
     (lambda p, b: greedy_decode(p, CONFIG, b.src, np.array([1, 2, 3]), 3), r"src_lengths: expected shape \(2,\)"),
 ])
@@ -108,6 +113,69 @@ def test_bad_decode_arguments(good, call, match):
     params, batch = good
     with pytest.raises(ValueError, match=match):
         call(params, batch)
+
+
+@pytest.mark.parametrize("length_penalty,match", [
+    (-1.0, r"expected a finite float >= 0, got -1.0"),
+    (float("nan"), r"expected a finite float >= 0, got nan"),
+    (np.inf, r"expected a finite float >= 0, got inf"),
+    (True, r"expected a finite float >= 0, got True"),
+    (np.True_, r"expected a finite float >= 0, got np.True_"),
+    ("0.6", r"expected a finite float >= 0, got '0.6'"),
+    (10**400, r"expected at most 1388 with max_len = 5, .* got 1000000000"),
+    (1e308, r"expected at most 1388 with max_len = 5, where the length normaliser .* half the largest float64, got 1e\+308"),
+])
+def test_bad_length_penalty(good, length_penalty, match):
+    params, batch = good
+    with pytest.raises(ValueError, match="length_penalty: " + match):
+        beam_search(params, CONFIG, batch.src, batch.src_lengths, 2, 5, length_penalty)
+
+
+@pytest.mark.parametrize("length_penalty", [np.float32(0.6), np.float64(0.6), np.int64(1), 1, 0])
+def test_any_real_length_penalty_is_accepted(good, length_penalty):
+    params, batch = good
+    tokens, scores = beam_search(params, CONFIG, batch.src, batch.src_lengths, 2, 5, length_penalty)
+    expected_tokens, expected = beam_search(params, CONFIG, batch.src, batch.src_lengths, 2, 5, float(length_penalty))
+    np.testing.assert_array_equal(tokens, expected_tokens)
+    np.testing.assert_array_equal(scores, expected)
+
+
+def test_the_length_penalty_bound_is_where_the_normaliser_overflows_the_models_dtype(good):
+    params, batch = good
+    # ((5 + 5) / 6) ** alpha passes half float32's largest value (3.4e38) at alpha 172.3, float64's at 1388.1
+    _, scores = beam_search(params, CONFIG, batch.src, batch.src_lengths, 2, 5, 200.0)
+    assert np.all(np.isfinite(scores) | (scores == -np.inf)) and np.isfinite(scores[:, 0]).all()
+    single = {name: value.astype(np.float32) for name, value in params.items()}
+    with pytest.raises(ValueError, match=r"length_penalty: expected at most 172.3 with max_len = 5, where the length "
+                                         r"normaliser \(\(5 \+ max_len\) / 6\) \*\* length_penalty stays below "
+                                         r"half the largest float32, got 200.0"):
+        beam_search(single, CONFIG, batch.src, batch.src_lengths, 2, 5, 200.0)
+    _, scores = beam_search(single, CONFIG, batch.src, batch.src_lengths, 2, 5, 172.3)  # at the bound: finite
+    assert scores.dtype == np.float32 and np.isfinite(scores[:, 0]).all()
+    with pytest.raises(ValueError, match=r"length_penalty: expected at most 172.3 .* float32"):
+        check_decode_args(5, 2, 200.0, CONFIG)  # without the model's dtype: float32, the narrowest it computes in
+
+
+def test_an_absurd_max_len_is_refused_before_jax_compiles(good):
+    seq2seq_jax = pytest.importorskip("seq2seq_jax")
+    params, batch = good
+    single = {name: value.astype(np.float32) for name, value in params.items()}
+    for decode in (lambda: seq2seq_jax.greedy_decode(single, CONFIG, batch.src, batch.src_lengths, 10**12),
+                   lambda: seq2seq_jax.beam_search(single, CONFIG, batch.src, batch.src_lengths, 2, 10**12)):
+        with pytest.raises(ValueError, match=r"max_len: expected an int in \[1, 65536\], got 1000000000000"):
+            decode()
+
+
+@pytest.mark.parametrize("value,kind", [(lambda a: a.tolist(), "list"), (lambda a: tuple(a.tolist()), "tuple"),
+                                        (lambda a: None, "NoneType")])
+def test_a_parameter_that_is_not_an_array_is_refused_by_name(good, value, kind):
+    params, batch = good
+    bad = {**params, "output/W": value(params["output/W"])}
+    message = rf"params\['output/W'\]: expected an array \(numpy or jax\), got {kind}"
+    with pytest.raises(ValueError, match=message):
+        loss_and_grads(bad, CONFIG, batch)
+    with pytest.raises(ValueError, match=message):
+        greedy_decode(bad, CONFIG, batch.src, batch.src_lengths, 3)
 
 
 @pytest.mark.parametrize("src,tgt,match", [

@@ -6,6 +6,8 @@ output, as Luong's does, so teacher-forced training keeps the parallel path.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..attention import masked_softmax, masked_softmax_backward
@@ -36,7 +38,7 @@ def multihead_attention_forward(queries, K, V, src_mask, W_q, b_q, W_o, b_o, W_c
     d = queries.shape[-1] // num_heads
     Q = queries @ W_q + b_q                                               # (M1)
     Q_h, K_h, V_h = (split_heads(x, num_heads) for x in (Q, K, V))
-    scores = Q_h @ K_h.transpose(0, 1, 3, 2) / np.sqrt(d)                  # (M2)
+    scores = Q_h @ K_h.transpose(0, 1, 3, 2) / math.sqrt(d)                # (M2) a Python float keeps the dtype
     alpha = masked_softmax(scores, src_mask[:, None, None, :])            # (M3)
     heads = merge_heads(alpha @ V_h)                                      # (M4)
     o = heads @ W_o + b_o                                                 # (M5)
@@ -59,7 +61,7 @@ def multihead_attention_backward(dattentional, cache):
     dheads = split_heads(do @ W_o.T, Q_h.shape[1])
     dalpha = dheads @ V_h.transpose(0, 1, 3, 2)                           # (M4')
     dV_h = alpha.transpose(0, 1, 3, 2) @ dheads                           # (M4')
-    dscores = masked_softmax_backward(dalpha, alpha) / np.sqrt(d)         # (M3'), (M2')
+    dscores = masked_softmax_backward(dalpha, alpha) / math.sqrt(d)       # (M3'), (M2')
     dQ = merge_heads(dscores @ K_h)                                       # (M2')
     dK = merge_heads(dscores.transpose(0, 1, 3, 2) @ Q_h)                 # (M2')
     dW_q, db_q = flat(queries).T @ flat(dQ), flat(dQ).sum(axis=0)        # (M1')
