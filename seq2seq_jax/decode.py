@@ -11,9 +11,10 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-from seq2seq_ref.decode import DEFAULT_LENGTH_PENALTY, length_normaliser
+from seq2seq_ref.decode import DEFAULT_LENGTH_PENALTY, length_limits, length_normaliser
 from seq2seq_ref.registry import CONNECTIONS
 from seq2seq_ref.validation import check_decode_inputs
 
@@ -29,7 +30,7 @@ def _unfinished(carry, max_len):
 
 
 @partial(jax.jit, static_argnames=("config", "max_len"))
-def _greedy(params, config, src, src_lengths, max_len):
+def _greedy(params, config, src, src_lengths, max_len, limits):
     model = Seq2Seq(config, params)
     memory, states = model.encode(src, src_lengths, max_len=max_len)
     B, S = src.shape
@@ -42,7 +43,7 @@ def _greedy(params, config, src, src_lengths, max_len):
         tokens = tokens.at[:, t].set(token)
         if alpha is not None:
             weights = weights.at[:, t].set(jnp.where(finished[:, None], 0.0, alpha))
-        return t + 1, tokens, weights, token, finished | (token == config.eos_id), states
+        return t + 1, tokens, weights, token, finished | (token == config.eos_id) | (t + 1 >= limits), states
 
     carry = (0, jnp.full((B, max_len), config.pad_id, src.dtype), jnp.zeros((B, max_len, S), dtype),
              jnp.full((B,), config.bos_id, src.dtype), jnp.zeros((B,), bool), states)
@@ -50,11 +51,12 @@ def _greedy(params, config, src, src_lengths, max_len):
     return tokens, weights
 
 
-def greedy_decode(params, config, src, src_lengths, max_len):
+def greedy_decode(params, config, src, src_lengths, max_len, *, max_len_a=None, max_len_b=None):
     """As seq2seq_ref.decode.greedy_decode: tokens int[B, max_len], attention [B, max_len, S] or None."""
     src, src_lengths = check_decode_inputs(params, config, src, src_lengths, max_len)
+    limits = length_limits(src_lengths, max_len, max_len_a, max_len_b).astype(np.int32)
     check_precision(params)
-    tokens, weights = _greedy(params, config, src, src_lengths, int(max_len))
+    tokens, weights = _greedy(params, config, src, src_lengths, int(max_len), limits)
     return tokens, (weights if CONNECTIONS[config.attention].has_weights else None)
 
 
@@ -67,25 +69,29 @@ def _best_candidates(candidates, step, count, shortlist):
     """The first `count` flat indices of seq2seq_ref.decode.rank_candidates(candidates, step), each row [B, N].
 
     Sorting all K * V candidates of a row every step is what made beam search slow; lax.top_k shortlists
-    `shortlist` of them by score, and only those are ranked by the three keys.  That is exact whenever every
-    candidate scoring at least the count-th best score is on the shortlist (checked at run time); otherwise
-    (more ties at that score than the shortlist holds) every candidate is ranked.
+    `shortlist` of them by score, and only those are ranked by the three keys.  That is exact whenever the
+    shortlist's last score is below the count-th best (every candidate left off then scores below it,
+    checked at run time); otherwise (ties at that score, or fewer finite candidates than the shortlist
+    holds) every candidate is ranked.
     """
     index = jnp.broadcast_to(jnp.arange(candidates.shape[1]), candidates.shape)
     shortlist = max(shortlist, count)
     if shortlist >= candidates.shape[1]:
         return _ranked((-candidates, -step), index)[:, :count]
-    values, listed = lax.top_k(candidates, shortlist)
+    # the barrier keeps XLA on CPU from turning top_k into a sort of the whole row when its values are read
+    values, listed = lax.optimization_barrier(lax.top_k(candidates, shortlist))
     listed = listed.astype(index.dtype)
-    complete = jnp.all(jnp.sum(candidates >= values[:, count - 1:count], axis=1) <= shortlist)
+    complete = jnp.all(values[:, shortlist - 1] < values[:, count - 1])
     return lax.cond(complete,
                     lambda: _ranked((-values, -jnp.take_along_axis(step, listed, axis=1)), listed)[:, :count],
                     lambda: _ranked((-candidates, -step), index)[:, :count])
 
 
 @partial(jax.jit, static_argnames=("config", "beam_size", "max_len", "length_penalty"))
-def _beam_search(params, config, src, src_lengths, beam_size, max_len, length_penalty):
-    """seq2seq_ref.decode.beam_search step for step: a finished set beside the live beam, per-sentence stop."""
+def _beam_search(params, config, src, src_lengths, beam_size, max_len, length_penalty, limits, best_bound):
+    """seq2seq_ref.decode.beam_search step for step: a finished set beside the live beam, per-sentence stop.
+
+    limits: int[B] each sentence's length limit (N3); best_bound: [B] lp(limit) in the scores' dtype (N2)."""
     model = Seq2Seq(config, params)
     memory, states = model.encode(src, src_lengths, max_len=max_len)
     B, K, V = src.shape[0], beam_size, config.tgt_vocab_size
@@ -93,7 +99,6 @@ def _beam_search(params, config, src, src_lengths, beam_size, max_len, length_pe
     states = jax.tree.map(lambda s: jnp.repeat(s, K, axis=0), states)
     dtype = memory.keys.dtype
     rows = jnp.arange(B)[:, None]
-    best_bound = jnp.asarray(length_normaliser(max_len, length_penalty), dtype)
 
     def body(carry):
         t, live_log_p, live_tokens, live_length, done, finished_scores, finished_tokens, states, previous = carry
@@ -119,7 +124,7 @@ def _beam_search(params, config, src, src_lengths, beam_size, max_len, length_pe
         live_beam = jnp.take_along_axis(beam, live, axis=1)
         states = jax.tree.map(lambda s: s[(rows * K + live_beam).reshape(-1)], states)
         previous = jnp.take_along_axis(token, live, axis=1).reshape(-1)
-        done = done | (live_log_p.max(axis=1) / best_bound <= finished_scores[:, 0])  # (N2)
+        done = done | (live_log_p.max(axis=1) / best_bound <= finished_scores[:, 0]) | (t + 1 >= limits)  # (N2)
         return t + 1, live_log_p, live_tokens, live_length, done, finished_scores, finished_tokens, states, previous
 
     carry = (0, jnp.full((B, K), -jnp.inf, dtype).at[:, 0].set(0.0),
@@ -137,8 +142,13 @@ def _beam_search(params, config, src, src_lengths, beam_size, max_len, length_pe
     return all_tokens[rows, order], jnp.take_along_axis(scores, order, axis=1)
 
 
-def beam_search(params, config, src, src_lengths, beam_size, max_len, length_penalty=DEFAULT_LENGTH_PENALTY):
+def beam_search(params, config, src, src_lengths, beam_size, max_len, length_penalty=DEFAULT_LENGTH_PENALTY, *,
+                max_len_a=None, max_len_b=None):
     """As seq2seq_ref.decode.beam_search: tokens int[B, beam, max_len], scores [B, beam], best first."""
     src, src_lengths = check_decode_inputs(params, config, src, src_lengths, max_len, beam_size, length_penalty)
+    limits = length_limits(src_lengths, max_len, max_len_a, max_len_b)
     check_precision(params)
-    return _beam_search(params, config, src, src_lengths, int(beam_size), int(max_len), float(length_penalty))
+    # on the host in float64, then rounded once to the scores' dtype (the parameters')
+    best_bound = length_normaliser(limits.astype(np.float64), float(length_penalty)).astype(params["output/b"].dtype)
+    return _beam_search(params, config, src, src_lengths, int(beam_size), int(max_len), float(length_penalty),
+                        limits.astype(np.int32), best_bound)

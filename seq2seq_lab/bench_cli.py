@@ -1,17 +1,19 @@
-"""`seq2seq bench`: time a training step and greedy decoding on numpy, jax and torch, side by side."""
+"""`seq2seq bench`: time a training step, greedy decoding and beam search on numpy, jax and torch, side by side."""
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import json
+import math
 from dataclasses import asdict
 
 from seq2seq_ref import ATTENTION_TYPES
+from seq2seq_ref.decode import DEFAULT_LENGTH_PENALTY
 from seq2seq_ref.registry import CELLS
 
 from .bench.configs import CONFIGS
 from .bench.harness import describe_device, matmul_peak_gflops, measure_interleaved, versions
-from .bench.runners import BENCH_BACKENDS, TASKS
+from .bench.runners import BENCH_BACKENDS, DEFAULT_TASKS, TASKS
 from .plots import check_output_file
 
 
@@ -44,8 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated connections to time")
     parser.add_argument("--heads", type=int, help="heads of multihead attention (default: 4, or the largest "
                         "divisor of the hidden size below 4)")
-    parser.add_argument("--tasks", type=_names("tasks", TASKS), default=",".join(TASKS),
-                        help="comma-separated: train (one training step) and/or decode (greedy decoding)")
+    parser.add_argument("--tasks", type=_names("tasks", TASKS), default=",".join(DEFAULT_TASKS),
+                        help="comma-separated: train (one training step), decode (greedy decoding), beam (beam "
+                             "search; each for the config's target length at most)")
+    parser.add_argument("--beam", type=int, default=5, help="beam size of the beam task")
+    parser.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY,
+                        help="alpha of the beam task's length normalisation ((5 + |y|) / 6) ** alpha")
     parser.add_argument("--batch", type=int, help="override the config's batch size")
     parser.add_argument("--length", type=int, help="override the config's source and target length")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (compilation happens here)")
@@ -62,10 +68,12 @@ def run(args) -> int:
     if missing:
         raise ValueError(f"backends: {missing} not installed; torch comes with pip install -e '.[bench]' "
                          "(torch==2.13.0, a CPU build)")
-    for name in ("warmup", "repeats", "batch", "length", "unroll", "heads"):
+    for name in ("warmup", "repeats", "batch", "length", "unroll", "heads", "beam"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "warmup" else 1):
             raise ValueError(f"{name}: expected a positive int, got {value}")
+    if not math.isfinite(args.length_penalty) or args.length_penalty < 0:
+        raise ValueError(f"length_penalty: expected a finite float >= 0, got {args.length_penalty}")
     if args.json:
         check_output_file(args.json, "json")
     config = CONFIGS[args.config]
@@ -79,6 +87,8 @@ def run(args) -> int:
         for attention in args.attention:
             config.model(attention, cell)  # an impossible combination (heads not dividing hidden) fails here
     options = {"compute_dtype": None if args.compute_dtype == "float32" else args.compute_dtype}
+    if "beam" in args.tasks:
+        options.update(beam=args.beam, length_penalty=args.length_penalty)
     backend_options = {b: {**options, "unroll": args.unroll} if b == "jax" else dict(options) for b in args.backends}
     peak = matmul_peak_gflops()
     points = [(cell, attention, task) for cell in args.cells for attention in args.attention for task in args.tasks]

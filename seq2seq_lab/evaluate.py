@@ -17,39 +17,72 @@ from .vocab import EOS_ID, PAD_ID, UNK_ID
 # plotting) and rows * target width * vocabulary (the logits of perplexity) stay under this many entries.
 DECODE_BUDGET = 1 << 22
 
+# Source tokens (padding included) per decoding batch: 128 sentences of 32 tokens, enough rows for full matrix
+# products, few enough that beam search's state (beam x rows) stays small
+DEFAULT_BATCH_TOKENS = 4096
 
-def decode_ids(backend, params, sources: list[list[int]], max_len: int, batch_size: int = 256, beam: int = 1,
-               length_penalty: float = DEFAULT_LENGTH_PENALTY, pad_multiple: int = 8, n_best: int = 1,
-               progress: bool = False):
-    """Each sentence's n_best hypotheses, best first, and for greedy decoding its attention weights.
+
+def decode_plan(lengths: list[int], batch_tokens: int, max_rows: int | None = None, pad_multiple: int = 8,
+                max_width: int | None = None) -> list[tuple[list[int], int, int]]:
+    """Batches for decoding sources of these lengths: (indices, rows, width) each.
+
+    Longest first (a batch too large for memory fails at once, not at the end), so that sources of one length
+    share batches; a batch's width is its longest source rounded up by round_width, never past max_width (a
+    Transformer's max_positions), so that other inputs and other files reuse the compiled shapes; its rows fill
+    batch_tokens padded source tokens (at least one row, at most max_rows). Only the last batch is short of
+    rows, and is padded to a power of two: a compiled backend sees about one program per width.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: equal lengths keep input order
+    cap = sys.maxsize if max_width is None else max_width
+    plan, start = [], 0
+    while start < len(order):
+        width = round_width(lengths[order[start]], pad_multiple, cap)
+        full = max(1, min(batch_tokens // width, max_rows or len(order)))
+        indices = order[start:start + full]
+        rows = full if len(indices) == full else min(full, 1 << (len(indices) - 1).bit_length())
+        plan.append((indices, rows, width))
+        start += len(indices)
+    return plan
+
+
+def width_limit(config) -> int | None:
+    """The widest source batch config's model takes: max_positions where it encodes positions."""
+    return config.max_positions if config is not None and config.uses_positions else None
+
+
+def decode_ids(backend, params, sources: list[list[int]], max_len: int, batch_size: int | None = None,
+               beam: int = 1, length_penalty: float = DEFAULT_LENGTH_PENALTY, pad_multiple: int = 8,
+               n_best: int = 1, progress: bool = False, batch_tokens: int = DEFAULT_BATCH_TOKENS,
+               max_width: int | None = None):
+    """Each sentence's n_best hypotheses, best first, and for greedy decoding its attention weights; in the
+    order of sources.
 
     A hypothesis is (ids up to and including EOS, score): beam search's length-normalised log-probability
-    (MATH.md (N1)), None for greedy decoding, which has one. Batches are padded to batch_size rows and widths
-    to pad_multiple, so a compiled backend sees few shapes; long sources get fewer rows per batch
-    (DECODE_BUDGET), so memory stays bounded whatever the input. progress: a bar on stderr when it is a
-    terminal.
+    (MATH.md (N1)), None for greedy decoding, which has one. Batches follow decode_plan (sorted by length,
+    batch_tokens source tokens each, at most batch_size rows, widths up to max_width); long sources get fewer
+    rows per batch (DECODE_BUDGET), so memory stays bounded whatever the input. Each sentence is decoded
+    independently of its batch, so the results are those of decoding it alone. progress: a bar on stderr when
+    it is a terminal.
     """
     from tqdm import tqdm
 
-    hypotheses, weights = [], []
-    longest = max(map(len, sources))
-    batch_size = max(1, min(batch_size, DECODE_BUDGET // (round_width(longest, pad_multiple, longest)
-                                                           * max_len * max(beam, 1))))
+    hypotheses, weights = [None] * len(sources), [None] * len(sources)
+    lengths = [len(source) for source in sources]
+    batch_tokens = min(batch_tokens, DECODE_BUDGET // (max_len * max(beam, 1)))  # attention: width * max_len a row
     with tqdm(total=len(sources), disable=None if progress else True, file=sys.stderr, unit="sentence",
               desc="decoding", dynamic_ncols=True, leave=False) as bar:
-        for indices in sequential_batches(len(sources), batch_size):
-            rows = [sources[i] for i in indices]
-            rows += [rows[0]] * (min(batch_size, len(sources)) - len(rows))
-            width = round_width(max(map(len, rows)), pad_multiple, longest)
-            src = pad_sequences(rows, PAD_ID, width)
-            lengths = np.array([len(r) for r in rows])
+        for indices, rows, width in decode_plan(lengths, batch_tokens, batch_size, pad_multiple, max_width):
+            batch = [sources[i] for i in indices]
+            batch += [batch[0]] * (rows - len(batch))
+            src = pad_sequences(batch, PAD_ID, width)
             if beam > 1:
-                tokens, scores = backend.beam(params, src, lengths, beam, max_len, length_penalty)
+                tokens, scores = backend.beam(params, src, np.array(list(map(len, batch))), beam, max_len,
+                                              length_penalty)
                 alpha = None
             else:
-                tokens, alpha = backend.greedy(params, src, lengths, max_len)
+                tokens, alpha = backend.greedy(params, src, np.array(list(map(len, batch))), max_len)
                 tokens, scores = tokens[:, None], None
-            for row in range(len(indices)):
+            for row, index in enumerate(indices):
                 found = []
                 for k in range(min(n_best, tokens.shape[1])):
                     score = None if scores is None else float(scores[row, k])
@@ -57,9 +90,9 @@ def decode_ids(backend, params, sources: list[list[int]], max_len: int, batch_si
                         break  # an empty slot: beam search found fewer hypotheses
                     ids = tokens[row, k].tolist()
                     found.append((ids[: ids.index(EOS_ID) + 1] if EOS_ID in ids else ids, score))
-                hypotheses.append(found)
+                hypotheses[index] = found
                 # a copy: a view would keep the whole batch's weights alive
-                weights.append(None if alpha is None else alpha[row, : len(found[0][0]), : len(rows[row])].copy())
+                weights[index] = None if alpha is None else alpha[row, : len(found[0][0]), : lengths[index]].copy()
             bar.update(len(indices))
     return hypotheses, weights
 
@@ -74,17 +107,17 @@ def perplexity(backend, params, data: EncodedPairs, config, batch_size: int = 25
     return math.exp(total / tokens)
 
 
-def _decode_with_references(backend, params, data: EncodedPairs, batch_size: int, beam: int = 1,
-                            max_len: int | None = None, length_penalty: float = DEFAULT_LENGTH_PENALTY,
-                            progress: bool = False):
+def _decode_with_references(backend, params, data: EncodedPairs, beam: int = 1, max_len: int | None = None,
+                            length_penalty: float = DEFAULT_LENGTH_PENALTY, progress: bool = False,
+                            batch_tokens: int = DEFAULT_BATCH_TOKENS, max_width: int | None = None):
     """Each sentence's output ids and its reference ids (target + EOS).
 
     Decodes up to 5 tokens past the longest reference, and never past max_len
     (the run's --max-len: no training target was longer).
     """
     limit = data.max_tgt_len + 5 if max_len is None else min(data.max_tgt_len + 5, max_len)
-    hypotheses, _ = decode_ids(backend, params, data.src, limit, batch_size, beam, length_penalty,
-                               progress=progress)
+    hypotheses, _ = decode_ids(backend, params, data.src, limit, beam=beam, length_penalty=length_penalty,
+                               progress=progress, batch_tokens=batch_tokens, max_width=max_width)
     return [found[0][0] for found in hypotheses], [[*target, EOS_ID] for target in data.tgt]
 
 
@@ -105,7 +138,8 @@ def references_by_source(texts: list[tuple[str, str]]) -> tuple[list[int], list[
 
 def evaluate(backend, params, config, data: EncodedPairs, tgt_vocab, batch_size: int = 256, beam: int = 1,
              with_perplexity: bool = True, max_len: int | None = None,
-             length_penalty: float = DEFAULT_LENGTH_PENALTY, progress: bool = False) -> dict:
+             length_penalty: float = DEFAULT_LENGTH_PENALTY, progress: bool = False,
+             batch_tokens: int = DEFAULT_BATCH_TOKENS) -> dict:
     """Scores of greedy (or beam) output against the references, decoding at most max_len tokens.
 
     exact_match and token_accuracy are per pair; BLEU and chrF (sacrebleu, on detokenised text) score each
@@ -113,12 +147,13 @@ def evaluate(backend, params, config, data: EncodedPairs, tgt_vocab, batch_size:
     the references'); unk_outputs counts outputs holding <unk>. BLEU splits char-level targets into characters
     (sacrebleu's tok:char): a date or a number is one word to its default 13a tokeniser, and a sentence of one
     word has no 4-grams, so 13a BLEU would read 0 even for exact output. progress: a bar over the decoding on
-    stderr when it is a terminal.
+    stderr when it is a terminal. batch_size: pairs per batch of perplexity; batch_tokens: source tokens per
+    decoding batch (decode_plan).
     """
     from sacrebleu.metrics import BLEU, CHRF
 
-    outputs, references = _decode_with_references(backend, params, data, batch_size, beam, max_len, length_penalty,
-                                                   progress)
+    outputs, references = _decode_with_references(backend, params, data, beam, max_len, length_penalty, progress,
+                                                   batch_tokens, width_limit(config))
     correct = sum(sum(a == b for a, b in zip(o, r)) for o, r in zip(outputs, references))
     rows, streams = references_by_source(data.texts)
     hypotheses = [tgt_vocab.decode(outputs[row]) for row in rows]

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import dataclasses
 import json
 import os
+import stat
 import sys
 import warnings
 from pathlib import Path
@@ -19,15 +21,20 @@ from seq2seq_ref.validation import check_decode_args
 
 from .backends import BACKENDS, OptimiserSettings
 from .checkpoint import save_averaged
-from .corpus import read_corpus, split_lines
+from .compile_cache import compile_cache
+from .corpus import read_corpus, read_file, split_lines
 from .data import TOKENIZERS, DataSettings
-from .plots import check_plot_path, plot_attention
+from .evaluate import DEFAULT_BATCH_TOKENS
+from .plots import check_output_file, check_plot_path, plot_attention
 from .tasks import SPLITS, TASKS
 from .training import (DEFAULT_STEPS, SELECT_BY, ModelOptions, RunSettings, TrainingDiverged, TrainingInterrupted,
                        train)
 from .translator import CHECKPOINTS, UNSEEN, Translator, default_backend, load
 
 DEFAULT_RUN = "runs/dates"
+NO_COMPILE_CACHE_HELP = ("jax: compile afresh instead of loading programs compiled before from JAX's persistent "
+                         "compilation cache ($JAX_COMPILATION_CACHE_DIR, else $XDG_CACHE_HOME/seq2seq-lab/jax, "
+                         "else ~/.cache/seq2seq-lab/jax)")
 
 
 def default(settings, field: str):
@@ -161,6 +168,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--max-minutes", type=float, default=default(RunSettings, "max_minutes"),
                      help="stop after this many minutes of wall time in this invocation, validating and saving "
                           "the last step first (default: no limit)")
+    run.add_argument("--no-compile-cache", action="store_true", help=NO_COMPILE_CACHE_HELP)
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -207,8 +215,9 @@ def run_train(args) -> int:
     backend = args.backend or default_backend()
     print(f"training {task or args.data} on {backend}; run folder {out}", file=sys.stderr)
     try:
-        summary = train(out, model, data, run, optimiser, backend, resume=not args.fresh,
-                        progress=not args.no_progress)
+        with compile_cache_of(backend, args):
+            summary = train(out, model, data, run, optimiser, backend, resume=not args.fresh,
+                            progress=not args.no_progress)
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
@@ -252,8 +261,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     add_length_penalty_argument(parser)
     parser.add_argument("--backend", choices=BACKENDS, default=None, help="default: jax if installed, else numpy")
     parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("--no-progress", action="store_true",
-                        help="no progress bar (there is one only while stderr is a terminal)")
+    add_decoding_arguments(parser)
 
 
 def add_length_penalty_argument(parser: argparse.ArgumentParser) -> None:
@@ -290,8 +298,9 @@ def run_evaluate(args) -> int:
     if args.data:
         data = read_corpus(args.data, args.data_target, "skip" if args.skip_malformed else "fail").pairs
     translator = load_run(args.run, args.backend, args.checkpoint)
-    scores = translator.score(data, beam=args.beam, length_penalty=args.length_penalty,
-                              progress=not args.no_progress)
+    with compile_cache_of(translator.backend, args):
+        scores = translator.score(data, beam=args.beam, length_penalty=args.length_penalty,
+                                  progress=not args.no_progress, batch_tokens=args.batch_tokens)
     if args.json:
         print(json.dumps(scores, indent=1))
     else:
@@ -300,10 +309,20 @@ def run_evaluate(args) -> int:
 
 
 def add_translate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("text", nargs="*", help="sentences to translate (default: one per line of stdin; a blank "
+    parser.add_argument("text", nargs="*", help="sentences to translate (default: one per line of --input; a blank "
                                                 "line gives a blank line)")
+    parser.add_argument("--input", "-i", default="-", metavar="FILE",
+                        help="translate each line of this UTF-8 file ('-': standard input)")
+    parser.add_argument("--output", "-o", default="-", metavar="FILE",
+                        help="write the translations here, one line per input line, in input order ('-': standard "
+                             "output); written to a temporary file beside it, renamed to FILE once complete, so "
+                             "a failed run never leaves a partial FILE")
     add_checkpoint_argument(parser)
     parser.add_argument("--beam", type=positive_int, default=1, help="beam size (1: greedy)")
+    parser.add_argument("--n-best", type=positive_int, default=None, metavar="N",
+                        help="the N best hypotheses of beam search (N <= --beam) for each input, best first, one "
+                             "per line as 'LINE<TAB>SCORE<TAB>TEXT': LINE the input's line (or argument) number "
+                             "from 1, SCORE the length-normalised log-probability; a blank input has none")
     add_length_penalty_argument(parser)
     parser.add_argument("--max-len", type=positive_int, default=None,
                         help="longest output in tokens (default: the run's --max-len)")
@@ -314,19 +333,29 @@ def add_translate_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: drop for char, unk for word; subwords have none); a sentence with nothing "
                              "left gives an empty line and a warning")
     parser.add_argument("--backend", choices=BACKENDS, default=None, help="default: jax if installed, else numpy")
+    add_decoding_arguments(parser)
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-tokens", type=positive_int, default=DEFAULT_BATCH_TOKENS, metavar="N",
+                        help="source tokens (padding included) per decoding batch; sentences are decoded longest "
+                             "first in batches of similar length, and each output is that of decoding its "
+                             "sentence alone")
+    parser.add_argument("--no-compile-cache", action="store_true", help=NO_COMPILE_CACHE_HELP)
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar (there is one only while stderr is a terminal)")
 
 
-def run_translate(args) -> int:
-    plot = None
-    if args.attention_plot:  # before any work, and before waiting on stdin
-        if args.beam > 1:
-            raise ValueError(f"attention_plot: expected greedy decoding (--beam 1), got --beam {args.beam}")
-        plot = check_plot_path(args.attention_plot, "attention_plot")
-    if args.max_len is not None:
-        check_decode_args(args.max_len)
+def compile_cache_of(backend: str, args) -> contextlib.AbstractContextManager:
+    """JAX's persistent compilation cache around the work (compile_cache.py), unless --no-compile-cache."""
+    return compile_cache(not args.no_compile_cache) if backend == "jax" else contextlib.nullcontext()
+
+
+def read_texts(args) -> list[str]:
+    """The sentences: the arguments, else the lines of --input (a file, or stdin)."""
     if args.text:
+        if args.input != "-":
+            raise ValueError(f"input: expected sentences as arguments or --input, got both (--input {args.input})")
         texts = []
         for number, text in enumerate(args.text, start=1):
             try:  # an argument's bytes that are not UTF-8 reach us as surrogates (surrogateescape)
@@ -334,25 +363,90 @@ def run_translate(args) -> int:
             except UnicodeError as error:
                 raise ValueError(f"text: expected UTF-8 text, got argument {number} with bytes that are not "
                                  f"({error.reason} at position {error.start})") from None
-    else:
+        return texts
+    if args.input == "-":
         stream = getattr(sys.stdin, "buffer", None)  # bytes, so that a bad one is reported with its line
         raw = stream.read() if stream is not None else sys.stdin.read().encode("utf-8", "surrogatepass")
-        raw = raw.removeprefix(codecs.BOM_UTF8)
-        try:
-            texts = split_lines(raw.decode("utf-8"))
-        except UnicodeDecodeError as error:
-            line = raw.count(b"\n", 0, error.start) + 1
-            raise ValueError(f"text: expected UTF-8 text on stdin, got the invalid byte 0x{raw[error.start]:02x} "
-                             f"on line {line}") from None
+        argument, where = "text", "on stdin"
+    else:
+        raw, argument, where = read_file(args.input, "input").data, "input", f"in {args.input}"
+    raw = raw.removeprefix(codecs.BOM_UTF8)
+    try:
+        texts = split_lines(raw.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ValueError(f"{argument}: expected UTF-8 text {where}, got the invalid byte 0x{raw[error.start]:02x} "
+                         f"on line {line}") from None
     if not texts:
-        raise ValueError("text: expected sentences as arguments or on stdin, got none")
+        raise ValueError(f"{argument}: expected sentences as arguments or {where}, got none")
+    return texts
+
+
+def output_lines(translations, n_best: int | None):
+    """Each translation's text; with n_best, each hypothesis as 'line<TAB>score<TAB>text' (lines from 1)."""
+    if n_best is None:
+        return [translation.text for translation in translations]
+    return [f"{line}\t{hypothesis.score:.6f}\t{hypothesis.text}"
+            for line, translation in enumerate(translations, start=1) for hypothesis in translation.hypotheses]
+
+
+def write_atomically(path: Path, text: str, argument: str) -> None:
+    """text into path through a temporary file in its folder, renamed over path once complete and synced: a
+    failure leaves the earlier file (or none), never a partial one. What is not a regular file (a FIFO,
+    /dev/stdout) cannot be replaced and is written directly."""
+    target = Path(os.path.realpath(path))  # a link's file is replaced, not the link
+    try:
+        if target.exists() and not target.is_file():
+            with open(target, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            return
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with open(temporary, "w", encoding="utf-8") as handle:  # the umask's mode, as any new file
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if target.exists():
+                os.chmod(temporary, stat.S_IMODE(target.stat().st_mode))
+            os.replace(temporary, target)
+        finally:
+            if temporary.exists():
+                temporary.unlink()
+    except OSError as error:
+        error.add_note(f"writing --{argument} {path}")
+        raise
+
+
+def run_translate(args) -> int:
+    plot = output = None
+    # before any work, and before waiting on stdin
+    if args.attention_plot:
+        if args.beam > 1:
+            raise ValueError(f"attention_plot: expected greedy decoding (--beam 1), got --beam {args.beam}")
+        plot = check_plot_path(args.attention_plot, "attention_plot")
+    if args.n_best is not None and (args.beam == 1 or args.n_best > args.beam):
+        raise ValueError(f"n_best: expected at most --beam hypotheses from beam search (--beam 2 or more), got "
+                         f"--n-best {args.n_best} with --beam {args.beam}")
+    if args.max_len is not None:
+        check_decode_args(args.max_len)
+    if args.output != "-":
+        output = Path(args.output)
+        if not (output.exists() and not output.is_file() and not output.is_dir() and os.access(output, os.W_OK)):
+            output = check_output_file(output, "output")  # all but a writable FIFO or device (/dev/stdout)
+    texts = read_texts(args)
     translator = load_run(args.run, args.backend, args.checkpoint)
     if plot is not None and not CONNECTIONS[translator.config.attention].has_weights:
         raise ValueError("attention_plot: the model has attention 'none'; there are no weights to plot")
-    translations = translator.decode(texts, beam=args.beam, length_penalty=args.length_penalty,
-                                     max_len=args.max_len, unseen=args.unseen, progress=not args.no_progress)
-    for translation in translations:
-        print(translation.text)
+    with compile_cache_of(translator.backend, args):
+        translations = translator.decode(texts, beam=args.beam, length_penalty=args.length_penalty,
+                                         n_best=args.n_best or 1, max_len=args.max_len, unseen=args.unseen,
+                                         progress=not args.no_progress, batch_tokens=args.batch_tokens)
+    lines = output_lines(translations, args.n_best)
+    if output is None:
+        for line in lines:
+            print(line)
+    else:
+        write_atomically(output, "".join(f"{line}\n" for line in lines), "output")
     if plot is not None:
         items = [(t.source_tokens, t.hypotheses[0].tokens, t.attention) for t in translations if t.hypotheses]
         if items:

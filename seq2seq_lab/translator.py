@@ -28,7 +28,7 @@ from .backends import OptimiserSettings, jax_available, make_backend
 from .checkpoint import Checkpoint, CheckpointError, averaged_checkpoint, best_checkpoint, latest_checkpoint, \
     load_checkpoint
 from .data import DataSettings, load_data, vocab_from_json
-from .evaluate import decode_ids, evaluate
+from .evaluate import DEFAULT_BATCH_TOKENS, decode_ids, evaluate, width_limit
 from .tasks import SPLITS
 from .training import encode_splits
 
@@ -156,7 +156,7 @@ class Translator:
         return self._data.max_len
 
     def translate(self, texts, beam=1, length_penalty=DEFAULT_LENGTH_PENALTY, n_best=1, max_len=None, unseen=None,
-                  progress=False):
+                  progress=False, batch_tokens=DEFAULT_BATCH_TOKENS):
         """Translations of texts: a str gives a str, a list (or other iterable) of str a list.
 
         beam: 1 decodes greedily, more searches that many hypotheses; length_penalty: alpha of beam search's
@@ -164,20 +164,23 @@ class Translator:
         input's list of n_best Hypothesis (text, score, tokens), best first, instead of its text; max_len:
         the longest output in tokens (default: the run's --max-len); unseen: "drop" a character unseen in
         training (char vocabularies; their default) or read it as "unk" (word vocabularies' default);
-        progress: a bar on stderr when it is a terminal.
+        progress: a bar on stderr when it is a terminal; batch_tokens: source tokens (padding included) per
+        decoding batch. Inputs are decoded longest first in batches of similar lengths; the outputs come back in
+        input order, and are those of decoding each input alone (scores and weights to float rounding).
 
         A blank input gives "" (with n_best > 1, no hypotheses), as does one with nothing left once unseen
         characters are dropped (with a warning); every other warning names its input too.
         """
-        results = self.decode(texts, beam, length_penalty, n_best, max_len, unseen, progress)
+        results = self.decode(texts, beam, length_penalty, n_best, max_len, unseen, progress, batch_tokens)
         outputs = [result.text if n_best == 1 else list(result.hypotheses) for result in results]
         return outputs[0] if isinstance(texts, str) else outputs
 
     def decode(self, texts, beam=1, length_penalty=DEFAULT_LENGTH_PENALTY, n_best=1, max_len=None, unseen=None,
-               progress=False) -> list[Translation]:
+               progress=False, batch_tokens=DEFAULT_BATCH_TOKENS) -> list[Translation]:
         """translate(), with all that decoding gave: a Translation per input (one for a str), in order."""
         texts = _texts(texts)
         beam, n_best = _count(beam, "beam"), _count(n_best, "n_best")
+        batch_tokens = _count(batch_tokens, "batch_tokens")
         if n_best > beam:
             raise ValueError(f"n_best: expected at most beam = {beam} hypotheses, got {n_best} (search with "
                              f"beam >= n_best)")
@@ -193,9 +196,9 @@ class Translator:
             read.append(kept)
             sources.append(ids)
         rows = [row for row, ids in enumerate(sources) if ids]
-        found, weights = decode_ids(self._engine, self._params, [sources[row] for row in rows], max_len,
-                                    batch_size=64, beam=beam, length_penalty=length_penalty, n_best=n_best,
-                                    progress=progress) if rows else ([], [])
+        found, weights = decode_ids(self._engine, self._params, [sources[row] for row in rows], max_len, beam=beam,
+                                    length_penalty=length_penalty, n_best=n_best, progress=progress,
+                                    batch_tokens=batch_tokens, max_width=width_limit(self.config))
         decoded = dict(zip(rows, zip(found, weights)))
         results = []
         for row, kept in enumerate(read):
@@ -207,16 +210,17 @@ class Translator:
         return results
 
     def score(self, data, beam=1, length_penalty=DEFAULT_LENGTH_PENALTY, with_perplexity=True,
-              progress=False) -> dict:
+              progress=False, batch_tokens=DEFAULT_BATCH_TOKENS) -> dict:
         """The scores of `seq2seq evaluate` (exact match, token accuracy, perplexity, BLEU and chrF with their
         signatures, ...), with the checkpoint's path and the pairs dropped for length.
 
         data: (source, reference) pairs, or the name of one of the run's own splits ("test", "valid", "train"),
         made again from its data (files refused where they changed since training). Pairs are lowercased where
         the run was, and those with a side longer than the run's --max-len, or a blank source, are dropped
-        (with a warning); decoding stops at the run's --max-len. beam, length_penalty, progress: as translate().
+        (with a warning); decoding stops at the run's --max-len. beam, length_penalty, progress, batch_tokens: as
+        translate().
         """
-        beam = _count(beam, "beam")
+        beam, batch_tokens = _count(beam, "beam"), _count(batch_tokens, "batch_tokens")
         length_penalty = _non_negative(length_penalty, "length_penalty")
         check_decode_args(self.max_len, beam, length_penalty, self.config, self._dtype)
         name, pairs = (data, self._split(data)) if isinstance(data, str) else ("given", _pairs(data))
@@ -227,7 +231,7 @@ class Translator:
                           f"--max-len {self.max_len} tokens (or a blank source)", stacklevel=2)
         scores = evaluate(self._engine, self._params, self.config, encoded[name], self._tgt_vocab, beam=beam,
                           with_perplexity=with_perplexity, max_len=self.max_len, length_penalty=length_penalty,
-                          progress=progress)
+                          progress=progress, batch_tokens=batch_tokens)
         return {**scores, "checkpoint": str(self.checkpoint_path), "dropped": dropped[name]}
 
     def _split(self, name: str) -> list[tuple[str, str]]:

@@ -7,6 +7,9 @@ the JAX twin breaks them the same way.
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 from .batch import length_mask
@@ -42,14 +45,38 @@ def step_log_probs(params, config, tokens, states, memory: Memory):
     return log_p, states, alpha
 
 
-def greedy_decode(params, config, src, src_lengths, max_len):
-    """Pick the most likely token at every step until EOS or max_len.
+def length_limits(src_lengths, max_len, max_len_a=None, max_len_b=None):
+    """(N3) each sentence's longest output, EOS counted: int[B].
+
+    Off (both None): max_len for every sentence.  Otherwise fairseq's a * |source| + b, rounded down, at
+    least 1 and at most max_len; a missing one of the two counts as 0.
+    max_len_a: a finite real >= 0 or None; max_len_b: an int >= 0 or None.
+    """
+    src_lengths = np.asarray(src_lengths)
+    if (max_len_a is not None and (isinstance(max_len_a, (bool, np.bool_)) or not isinstance(max_len_a, numbers.Real)
+                                   or not 0 <= max_len_a < math.inf)):
+        raise ValueError(f"max_len_a: expected a finite real >= 0 or None, got {max_len_a!r}")
+    if max_len_b is not None and (isinstance(max_len_b, (bool, np.bool_))
+                                  or not isinstance(max_len_b, (int, np.integer)) or max_len_b < 0):
+        raise ValueError(f"max_len_b: expected an int >= 0 or None, got {max_len_b!r}")
+    if max_len_a is None and max_len_b is None:
+        return np.full(src_lengths.shape, max_len, dtype=np.int64)
+    # a huge b is capped before it meets a float, so it never overflows
+    limit = np.floor(float(max_len_a or 0) * src_lengths + min(int(max_len_b or 0), max_len))
+    return np.clip(limit, 1, max_len).astype(np.int64)
+
+
+def greedy_decode(params, config, src, src_lengths, max_len, *, max_len_a=None, max_len_b=None):
+    """Pick the most likely token at every step until EOS or the sentence's length limit.
 
     src: int[B, S], src_lengths: int[B], max_len: int >= 1
-    Returns tokens int[B, max_len] (EOS included, pad after it) and the
+    max_len_a, max_len_b: a per-sentence limit a * |source| + b below max_len ((N3), length_limits); off
+    by default.
+    Returns tokens int[B, max_len] (EOS included, pad after it and past the limit) and the
     attention weights [B, max_len, S] (0 after EOS), or None without attention.
     """
     src, src_lengths = check_decode_inputs(params, config, src, src_lengths, max_len)
+    limits = length_limits(src_lengths, max_len, max_len_a, max_len_b)
     params = tied_views(params, config)  # (W1)
     memory, states = encode(params, config, src, src_lengths)
     B, S = src.shape
@@ -58,13 +85,13 @@ def greedy_decode(params, config, src, src_lengths, max_len):
     weights = np.zeros((B, max_len, S), dtype=memory.keys.dtype) if has_weights else None
     previous = np.full(B, config.bos_id)
     finished = np.zeros(B, dtype=bool)
-    for t in range(max_len):
+    for t in range(limits.max()):
         log_p, states, alpha = step_log_probs(params, config, previous, states, memory)
         previous = np.where(finished, config.pad_id, log_p.argmax(axis=1))
         tokens[:, t] = previous
         if weights is not None:
             weights[:, t] = np.where(finished[:, None], 0.0, alpha)
-        finished |= previous == config.eos_id
+        finished |= (previous == config.eos_id) | (t + 1 >= limits)
         if finished.all():
             break
     return tokens, weights
@@ -95,20 +122,24 @@ def final_order(finished_scores, live_scores):
     return np.lexsort((index, -scores, group), axis=-1)
 
 
-def beam_search(params, config, src, src_lengths, beam_size, max_len, length_penalty=DEFAULT_LENGTH_PENALTY):
+def beam_search(params, config, src, src_lengths, beam_size, max_len, length_penalty=DEFAULT_LENGTH_PENALTY, *,
+                max_len_a=None, max_len_b=None):
     """Beam search with a separate set of finished hypotheses (as fairseq and OpenNMT; MATH.md "Decoding").
 
     Each step ranks the K * V extensions of the K live prefixes and takes the best 2K. An EOS among the
     first K moves its hypothesis into the finished set, scored s(Y) = log p(Y) / lp(|Y|), |Y| counting EOS;
     the finished set keeps the K best. The first K non-EOS extensions stay live. A sentence is done when no
     live prefix can beat its best finished hypothesis: log p only falls as a prefix grows and lp(|Y|) <=
-    lp(max_len), so log p(prefix) / lp(max_len) bounds every completion. Otherwise it stops at max_len.
-    Unfinished hypotheses (cut off at max_len or at the stop) are returned only after every finished one,
-    scored log p(prefix) / lp(|prefix|).
+    lp(n), n the sentence's length limit, so log p(prefix) / lp(n) bounds every completion (N2). Otherwise
+    it stops at n. Unfinished hypotheses (cut off at n or at the stop) are returned only after every
+    finished one, scored log p(prefix) / lp(|prefix|).
     length_penalty: alpha of (N1), a finite real >= 0 (0: scores are log-probabilities).
+    max_len_a, max_len_b: the limit n = a * |source| + b below max_len ((N3), length_limits); off (n =
+    max_len) by default.
     Returns tokens int[B, beam_size, max_len] (pad after EOS) and scores [B, beam_size], best first.
     """
     src, src_lengths = check_decode_inputs(params, config, src, src_lengths, max_len, beam_size, length_penalty)
+    limits = length_limits(src_lengths, max_len, max_len_a, max_len_b)
     length_penalty = float(length_penalty)  # a Python float: a NumPy scalar would set the normaliser's dtype
     params = tied_views(params, config)  # (W1)
     memory, states = encode(params, config, src, src_lengths)
@@ -126,8 +157,8 @@ def beam_search(params, config, src, src_lengths, beam_size, max_len, length_pen
     done = np.zeros(B, dtype=bool)
     previous = np.full(B * K, config.bos_id)
     rows = np.arange(B)[:, None]
-    best_bound = length_normaliser(dtype.type(max_len), length_penalty)  # in the scores' dtype, as the JAX twin
-    for t in range(max_len):
+    best_bound = length_normaliser(limits.astype(dtype), length_penalty)  # (N2), in the scores' dtype
+    for t in range(limits.max()):
         step, states, _ = step_log_probs(params, config, previous, states, memory)
         step = step.reshape(B, K * V)
         candidates = (live_log_p[..., None] + step.reshape(B, K, V)).reshape(B, K * V)
@@ -154,7 +185,7 @@ def beam_search(params, config, src, src_lengths, beam_size, max_len, length_pen
         source_rows = (rows * K + live_beam).reshape(-1)
         states = [tuple(s[source_rows] for s in state) for state in states]
         previous = np.take_along_axis(token, live, axis=1).reshape(-1)
-        done |= live_log_p.max(axis=1) / best_bound <= finished_scores[:, 0]  # (N2)
+        done |= (live_log_p.max(axis=1) / best_bound <= finished_scores[:, 0]) | (t + 1 >= limits)  # (N2), (N3)
         if done.all():
             break
     live_scores = live_log_p / length_normaliser(live_length.astype(dtype), length_penalty)[:, None]

@@ -6,11 +6,11 @@ import math
 import numpy as np
 import pytest
 
-from seq2seq_lab.bench.configs import CONFIGS, forward_flops, train_step_flops
+from seq2seq_lab.bench.configs import CONFIGS, beam_search_flops, forward_flops, train_step_flops
 from seq2seq_lab.bench.harness import add_torch_ratios, interleaved_schedule, measure_isolated
 from seq2seq_lab.cli import main
 from seq2seq_ref import loss_and_grads
-from seq2seq_ref.decode import greedy_decode
+from seq2seq_ref.decode import beam_search, greedy_decode
 from tests.helpers import (
     ATTENTIONS, DECODER_NAMES, ENCODER_NAMES, assert_close_rel, config_with_heads, float64_params, ragged_batch,
     torch_loss_and_grads,
@@ -176,3 +176,71 @@ def test_torch_baseline_is_the_same_model(layers, bidirectional):
         src = torch.as_tensor(batch.src)
         np.testing.assert_array_equal(model.greedy(src, 6, batch.src_lengths).numpy()[tokens != config.pad_id],
                                       tokens[tokens != config.pad_id], err_msg=str(config))
+
+
+@pytest.mark.parametrize("encoder,decoder,attention", [
+    ("transformer", "transformer", "multihead"), ("lstm", "transformer", "multihead"), ("lstm", "lstm", "bahdanau"),
+    ("gru", "gru", "multihead"), ("gru", "lstm", "luong")])
+def test_torch_beam_search_and_greedy_agree_with_the_reference(encoder, decoder, attention):
+    """float64: the same tokens and scores as seq2seq_ref's, on drawn ragged batches, beam sizes, penalties; the
+    batch shrinks as sentences finish, so the sentences' stops differ."""
+    from seq2seq_lab.bench.torch_model import TorchSeq2Seq
+
+    config = config_with_heads(src_vocab_size=9, tgt_vocab_size=7, embed_dim=8, hidden_dim=8, num_layers=2,
+                               bidirectional=encoder != "transformer", attention=attention, encoder=encoder,
+                               decoder=decoder)
+    rng = np.random.default_rng(3)
+    for draw in range(3):
+        params = float64_params(config, seed=draw, scale=1.0)
+        model = TorchSeq2Seq(config).double().load_flat(params)
+        batch = ragged_batch(config, rng, batch_size=5, src_len=6)
+        src, lengths = torch.as_tensor(batch.src), torch.as_tensor(batch.src_lengths)
+        greedy, _ = greedy_decode(params, config, batch.src, batch.src_lengths, 7)
+        np.testing.assert_array_equal(model.greedy(src, 7, lengths).numpy(), greedy)
+        beam, max_len, alpha = (2, 3, 4)[draw], (6, 9, 5)[draw], (0.0, 0.6, 1.4)[draw]
+        tokens, scores = beam_search(params, config, batch.src, batch.src_lengths, beam, max_len, alpha)
+        torch_tokens, torch_scores = model.beam_search(src, lengths, beam, max_len, alpha)
+        np.testing.assert_array_equal(torch_tokens, tokens, err_msg=f"{config}, draw {draw}")
+        np.testing.assert_allclose(torch_scores, scores, rtol=1e-12)
+
+
+def test_torch_ranking_breaks_ties_as_the_reference():
+    """Equal scores: the step's own log-probability decides, then the lower index; a shortlist too short for
+    the ties falls back to ordering the whole row."""
+    from seq2seq_lab.bench.torch_model import best_candidates
+    from seq2seq_ref.decode import rank_candidates
+
+    rng = np.random.default_rng(0)
+    candidates = rng.choice([-1.0, -2.0, -np.inf], size=(4, 60))
+    step = rng.choice([-0.5, -1.0], size=(4, 60))
+    for count in (2, 6):
+        np.testing.assert_array_equal(best_candidates(torch.as_tensor(candidates), torch.as_tensor(step), count),
+                                      rank_candidates(candidates, step)[:, :count])
+
+
+def test_bench_beam_task(tmp_path, capsys):
+    out = tmp_path / "beam.json"
+    code = main(["bench", "--config", "tiny", "--backends", "numpy,jax,torch", "--cells", "transformer",
+                 "--attention", "multihead", "--tasks", "beam", "--beam", "3", "--length-penalty", "1.4",
+                 "--warmup", "0", "--repeats", "1", "--json", str(out)])
+    assert code == 0 and "beam" in capsys.readouterr().out
+    records = json.loads(out.read_text())["records"]
+    assert {(r["backend"], r["cell"], r["task"]) for r in records} == {
+        (b, "transformer", "beam") for b in ("numpy", "jax", "torch")}
+    for r in records:
+        assert r["options"]["beam"] == 3 and r["options"]["length_penalty"] == 1.4 and r["ms_median"] > 0
+        assert r["gflop"] == beam_search_flops(CONFIGS["tiny"], "multihead", 3, r["cell"]) / 1e9
+    assert main(["bench", "--config", "tiny", "--tasks", "beam", "--beam", "0"]) == 2
+    assert "beam: expected a positive int, got 0" in capsys.readouterr().err
+    assert main(["bench", "--config", "tiny", "--tasks", "beam", "--length-penalty", "-1"]) == 2
+    assert "length_penalty: expected a finite float >= 0, got -1.0" in capsys.readouterr().err
+
+
+def test_beam_search_flops_count_the_source_once():
+    """The encoder (and the keys' projections) once per sentence, every decoder step for beam * batch rows."""
+    seed = CONFIGS["seed"]
+    for cell, attention in (("lstm", "bahdanau"), ("transformer", "multihead")):
+        assert beam_search_flops(seed, attention, 1, cell) == forward_flops(seed, attention, cell=cell)
+        encoder = forward_flops(seed.replace(tgt_len=0), attention, cell=cell)
+        decoder = forward_flops(seed, attention, cell=cell) - encoder
+        assert beam_search_flops(seed, attention, 5, cell) == encoder + 5 * decoder

@@ -19,6 +19,7 @@ import pytest  # noqa: E402
 
 import seq2seq_jax  # noqa: E402
 from seq2seq_jax.decode import _beam_search, _greedy  # noqa: E402
+from seq2seq_ref.decode import length_limits, length_normaliser  # noqa: E402
 from seq2seq_jax.train import loss_fn  # noqa: E402
 from seq2seq_ref import init_params  # noqa: E402
 from seq2seq_ref.decode import beam_search, greedy_decode  # noqa: E402
@@ -177,12 +178,14 @@ def test_the_jax_model_computes_in_its_dtype(config, dtype):
     params = seq2seq_jax.init_params(config, 0, dtype)
     batch = ragged_batch(config, np.random.default_rng(0))
     src = dict(src=batch.src, src_lengths=batch.src_lengths)
+    limits = length_limits(batch.src_lengths, 4).astype(np.int32)  # (N3): each sentence's limit, here max_len
+    best_bound = length_normaliser(limits.astype(np.float64), 0.6).astype(dtype)  # (N2) in the scores' dtype
     programs = {
         "loss and gradients": jax.make_jaxpr(jax.value_and_grad(partial(loss_fn, config=config, batch=batch)))(
             params, dropout_key=jax.random.key(0)),
-        "greedy": jax.make_jaxpr(partial(_greedy, config=config, max_len=4, **src))(params),
+        "greedy": jax.make_jaxpr(partial(_greedy, config=config, max_len=4, limits=limits, **src))(params),
         "beam": jax.make_jaxpr(partial(_beam_search, config=config, beam_size=2, max_len=4, length_penalty=0.6,
-                                       **src))(params),
+                                       limits=limits, best_bound=best_bound, **src))(params),
     }
     for name, program in programs.items():
         wrong = sorted({f"{primitive} -> {found}" for primitive, found in traced_dtypes(program.jaxpr)

@@ -124,3 +124,13 @@ def forward_flops(c: BenchConfig, attention: str, decode_steps: int | None = Non
 def train_step_flops(c: BenchConfig, attention: str, cell: str = "lstm") -> int:
     """Forward + backward (each matrix product of the forward has two in the backward: 2x) = 3x forward."""
     return 3 * forward_flops(c, attention, cell=cell)
+
+
+def beam_search_flops(c: BenchConfig, attention: str, beam: int, cell: str = "lstm") -> int:
+    """Matrix-multiply FLOPs of beam search for tgt_len steps: the source work once per sentence (the
+    encoder, and what the decoder derives from it once: the T = 0 count), the per-step work for beam * batch
+    hypotheses."""
+    per_sentence = forward_flops(c.replace(tgt_len=0), attention, cell=cell)
+    hypotheses = c.replace(batch=c.batch * beam)
+    return per_sentence + forward_flops(hypotheses, attention, cell=cell) - forward_flops(
+        hypotheses.replace(tgt_len=0), attention, cell=cell)

@@ -31,7 +31,7 @@ from importlib import metadata
 
 import numpy as np
 
-from .configs import BenchConfig, forward_flops, train_step_flops
+from .configs import BenchConfig, beam_search_flops, forward_flops, train_step_flops
 from .runners import RUNNERS
 
 
@@ -79,6 +79,8 @@ def make_record(config: BenchConfig, backend: str, cell: str, attention: str, ta
     median = float(np.median(times))
     if task == "train":
         flops = train_step_flops(config, attention, cell)
+    elif task == "beam":
+        flops = beam_search_flops(config, attention, options["beam"], cell)
     else:
         flops = forward_flops(config, attention, cell=cell)
     tokens = config.batch * config.tgt_len
@@ -257,7 +259,7 @@ def serve(backend: str) -> None:
 
 def versions() -> dict:
     out = {"python": platform.python_version()}
-    for name in ("numpy", "jax", "jaxlib", "flax", "optax", "torch"):
+    for name in ("numpy", "jax", "jaxlib", "flax", "optax", "torch", "ctranslate2", "sacrebleu"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

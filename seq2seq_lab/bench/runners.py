@@ -1,4 +1,4 @@
-"""One training step (forward, backward, Adam update) and one greedy decode, per backend.
+"""One training step (forward, backward, Adam update), one greedy decode and one beam search, per backend.
 
 Each maker takes the benchmark config and one point (cell, attention, task)
 and returns a zero-argument callable that runs the work once and returns only
@@ -14,7 +14,8 @@ from seq2seq_ref import Batch, init_params
 from .configs import BenchConfig
 
 BENCH_BACKENDS = ("numpy", "jax", "torch")
-TASKS = ("train", "decode")
+TASKS = ("train", "decode", "beam")
+DEFAULT_TASKS = ("train", "decode")
 
 
 def full_length_batch(c: BenchConfig, seed: int = 0) -> Batch:
@@ -27,7 +28,7 @@ def full_length_batch(c: BenchConfig, seed: int = 0) -> Batch:
 
 def numpy_runner(c: BenchConfig, cell: str, attention: str, task: str, options: dict):
     from seq2seq_ref import loss_and_grads
-    from seq2seq_ref.decode import greedy_decode
+    from seq2seq_ref.decode import beam_search, greedy_decode
     from seq2seq_ref.optim import adam, apply_updates
 
     from ..allocator import keep_freed_memory
@@ -46,7 +47,11 @@ def numpy_runner(c: BenchConfig, cell: str, attention: str, task: str, options: 
     def decode():
         greedy_decode(state["params"], config, batch.src, batch.src_lengths, c.tgt_len)
 
-    return (train if task == "train" else decode), lambda: None
+    def beam():
+        beam_search(state["params"], config, batch.src, batch.src_lengths, options["beam"], c.tgt_len,
+                    options["length_penalty"])
+
+    return {"train": train, "decode": decode, "beam": beam}[task], lambda: None
 
 
 def jax_runner(c: BenchConfig, cell: str, attention: str, task: str, options: dict):
@@ -71,11 +76,16 @@ def jax_runner(c: BenchConfig, cell: str, attention: str, task: str, options: di
         jax.block_until_ready(seq2seq_jax.greedy_decode(state["params"], config, np.asarray(batch.src),
                                                         np.asarray(batch.src_lengths), c.tgt_len)[0])
 
+    def beam():
+        jax.block_until_ready(seq2seq_jax.beam_search(state["params"], config, np.asarray(batch.src),
+                                                      np.asarray(batch.src_lengths), options["beam"], c.tgt_len,
+                                                      options["length_penalty"])[0])
+
     def peak():  # jax cannot reset it: the peak of every point the worker has run so far
         stats = device.memory_stats() or {}
         return stats.get("peak_bytes_in_use")
 
-    return (train if task == "train" else decode), peak
+    return {"train": train, "decode": decode, "beam": beam}[task], peak
 
 
 def torch_runner(c: BenchConfig, cell: str, attention: str, task: str, options: dict):
@@ -109,10 +119,15 @@ def torch_runner(c: BenchConfig, cell: str, attention: str, task: str, options: 
             model.greedy(src, c.tgt_len)
         sync()
 
+    def beam():
+        with autocast:
+            model.beam_search(src, None, options["beam"], c.tgt_len, options["length_penalty"])
+        sync()
+
     def peak():
         return torch.cuda.max_memory_allocated() if device.type == "cuda" else None
 
-    return (train if task == "train" else decode), peak
+    return {"train": train, "decode": decode, "beam": beam}[task], peak
 
 
 RUNNERS = {"numpy": numpy_runner, "jax": jax_runner, "torch": torch_runner}

@@ -10,6 +10,7 @@ connection masks the source padding, as the reference does.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -19,6 +20,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seq2seq_ref import ModelConfig
+from seq2seq_ref.decode import DEFAULT_LENGTH_PENALTY, final_order, length_normaliser
 from seq2seq_ref.registry import CELLS
 from seq2seq_ref.transformer_layers import sinusoidal_positions
 
@@ -224,6 +226,47 @@ class TransformerDecoder(nn.Module):
         causal = torch.triu(torch.ones(T, T, dtype=torch.bool, device=y.device), 1)
         return self.stack(x, keys, tgt_mask=causal, memory_key_padding_mask=None if src_mask is None else ~src_mask)
 
+    def empty_cache(self, batch: int, like: torch.Tensor) -> tuple:
+        """The decoding state before the first position: each block's self-attention keys and values, none yet."""
+        h, d = self.config.num_heads, self.config.hidden_dim
+        empty = like.new_zeros(batch, h, 0, d // h)
+        return (empty,) * (2 * self.config.num_layers)
+
+    def memory(self, keys, src_mask) -> tuple:
+        """What every step reads of the source, batch first: each block's cross-attention keys and values
+        [B, heads, S, d / heads] (projected once), then the padding mask [B, 1, 1, S] (None: no padding)."""
+        h, d = self.config.num_heads, self.config.hidden_dim
+        projected = []
+        for layer in self.stack.layers:
+            attention = layer.multihead_attn
+            for part in (1, 2):
+                weight = (attention.in_proj_weight[part * d:(part + 1) * d] if attention._qkv_same_embed_dim
+                          else (attention.k_proj_weight, attention.v_proj_weight)[part - 1])
+                projected.append(_heads(F.linear(keys, weight, attention.in_proj_bias[part * d:(part + 1) * d]), h))
+        return (*projected, None if src_mask is None else src_mask[:, None, None, :])
+
+    def step(self, y_t, cache: tuple, memory: tuple):
+        """One position with cached keys and values (fairseq's incremental state): y_t [N, d] embedded, cache
+        from empty_cache or the last step -> the feature [N, d] and the cache one position longer.  The same
+        arithmetic as forward() at the last position of the prefix."""
+        h, d = self.config.num_heads, self.config.hidden_dim
+        x = (math.sqrt(d) * y_t + self.positions[cache[0].shape[2]].to(y_t.dtype))[:, None]   # (T9)
+        grown, mask = [], memory[-1]
+        for l, layer in enumerate(self.stack.layers):
+            attention = layer.self_attn
+            q, k, v = (_heads(part, h) for part in F.linear(layer.norm1(x), attention.in_proj_weight,
+                                                                attention.in_proj_bias).chunk(3, dim=-1))
+            k, v = torch.cat([cache[2 * l], k], dim=2), torch.cat([cache[2 * l + 1], v], dim=2)
+            grown += [k, v]
+            x = x + attention.out_proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))      # (T10)
+            cross = layer.multihead_attn
+            q = _heads(F.linear(layer.norm2(x), cross.in_proj_weight[:d] if cross._qkv_same_embed_dim
+                                else cross.q_proj_weight, cross.in_proj_bias[:d]), h)
+            x = x + cross.out_proj(_merge_heads(F.scaled_dot_product_attention(
+                q, memory[2 * l], memory[2 * l + 1], attn_mask=mask)))                              # (T11)
+            x = x + layer.linear2(layer.activation(layer.linear1(layer.norm3(x))))                  # (T12)
+        return self.stack.norm(x)[:, 0], tuple(grown)                                              # (T13)
+
     @staticmethod
     def _attention_slots(prefix, attention, d) -> dict[str, Slot]:
         slots = {}
@@ -252,6 +295,44 @@ class TransformerDecoder(nn.Module):
         slots["decoder/ln_f/gamma"], slots["decoder/ln_f/beta"] = Slot(self.stack.norm.weight), \
             Slot(self.stack.norm.bias)
         return slots
+
+
+def _heads(x, heads: int):
+    """[N, T, d] -> [N, heads, T, d / heads]."""
+    N, T, d = x.shape
+    return x.view(N, T, heads, d // heads).transpose(1, 2)
+
+
+def _merge_heads(x):
+    """[N, heads, T, d / heads] -> [N, T, d]."""
+    N, heads, T, width = x.shape
+    return x.transpose(1, 2).reshape(N, T, heads * width)
+
+
+def select_rows(tensors: tuple, rows) -> tuple:
+    """Each tensor's rows (dimension 0) in the order of rows; None stays None (fairseq's reorder_encoder_out)."""
+    return tuple(None if t is None else t.index_select(0, rows) for t in tensors)
+
+
+SHORTLIST = 8  # candidates per beam slot ranked exactly (as seq2seq_jax.decode's)
+
+
+def best_candidates(candidates, step, count: int):
+    """The first `count` flat indices [N, count] of seq2seq_ref.decode.rank_candidates(candidates, step): by
+    score, then the step's own log-probability, then the lower index.  torch.topk's order among ties is not
+    specified, so it only shortlists SHORTLIST * count / 2 candidates; those are ordered by the three keys with
+    stable sorts (last key first).  Exact whenever every candidate at least as good as the count-th best score
+    is on the shortlist (checked); otherwise the whole row is ordered."""
+    n = candidates.shape[1]
+    values, listed = candidates.topk(min(max(SHORTLIST * count // 2, count), n), dim=1)
+    if listed.shape[1] < n and not bool(((candidates >= values[:, count - 1:count]).sum(1) <= listed.shape[1]).all()):
+        values, listed = candidates.topk(n, dim=1)
+    listed, order = listed.sort(dim=1)
+    values = values.gather(1, order)
+    order = torch.sort(-step.gather(1, listed), dim=1, stable=True).indices
+    listed, values = listed.gather(1, order), values.gather(1, order)
+    order = torch.sort(-values, dim=1, stable=True).indices
+    return listed.gather(1, order[:, :count])
 
 
 # Families that bring their own encoder or decoder stack (seq2seq_ref's own_encoder, own_decoder)
@@ -304,37 +385,61 @@ class TorchSeq2Seq(nn.Module):
 
     def bridge(self, state: tuple) -> tuple:
         """(B3) match entries by name: LSTM -> GRU passes h only, GRU -> LSTM passes h and c = 0.  A decoder
-        with its own stack starts from an empty prefix."""
+        with its own stack starts from an empty key/value cache."""
         if self.attention is None:
-            h = state[0]  # [L, B, H]
-            return torch.zeros(h.shape[1], 0, self.config.embed_dim, dtype=h.dtype, device=h.device)
+            return self.decoder.empty_cache(state[0].shape[1], state[0])
         named = dict(zip(CELLS[self.config.encoder].state_names, state))
         return tuple(named[n] if n in named else torch.zeros_like(state[0])
                      for n in CELLS[self.config.decoder].state_names)
 
-    def step(self, y_t, state, keys, memory, src_mask):
-        """One target position: y_t [B, E] -> feature [B, F] and the new state."""
-        if self.attention is None:  # the state is the embedded prefix: recompute it, as the reference does
-            prefix = torch.cat([state, y_t[:, None]], dim=1)
-            return self.decoder(prefix, keys, src_mask)[:, -1], prefix
+    def decoder_memory(self, keys, src_mask) -> tuple:
+        """What every decoding step reads of the source, batch first (None where absent): the Transformer
+        decoder's projected cross-attention keys and values and mask; else keys [B, S, K], Bahdanau's keys W_k,
+        and the mask [B, S]."""
+        if self.attention is None:
+            return self.decoder.memory(keys, src_mask)
+        return keys, self.attention.memory(keys) if self.attention.feeds_input else None, src_mask
+
+    def step(self, y_t, state, memory: tuple):
+        """One target position: y_t [N, E] -> feature [N, F] and the new state (memory: decoder_memory's)."""
+        if self.attention is None:
+            return self.decoder.step(y_t, state, memory)
+        keys, keys_proj, src_mask = memory
         if not self.attention.feeds_input:
             hs, state = self.decoder(y_t[:, None], to_torch_state(state))
             return self.attention(hs, keys, src_mask)[:, 0], from_torch_state(state)
-        x = torch.cat([y_t, self.attention.context(state[0][-1], keys, memory, src_mask)], dim=-1)
+        x = torch.cat([y_t, self.attention.context(state[0][-1], keys, keys_proj, src_mask)], dim=-1)
         layers = []
         for layer, cell in enumerate(self.cells):
             layers.append(from_torch_state(cell(x, to_torch_state(tuple(s[layer] for s in state)))))
             x = layers[-1][0]
         return x, tuple(torch.stack(entry) for entry in zip(*layers))
 
+    def reorder_state(self, state: tuple, rows) -> tuple:
+        """The decoding state of the prefixes `rows` (fairseq's reorder_incremental_state): recurrent states
+        are [L, N, H], the Transformer's cache batch first."""
+        return tuple(s.index_select(0 if self.attention is None else 1, rows) for s in state)
+
+    def start(self, src, src_lengths):
+        """Encode: -> (decoder_memory, initial state)."""
+        keys, state = self.encode(src, src_lengths)
+        return self.decoder_memory(keys, self.source_mask(src, src_lengths)), state
+
+    def step_log_probs(self, tokens, state, memory):
+        """As seq2seq_ref.decode.step_log_probs: log p(next token) [N, V] (pad and bos -inf), the new state."""
+        feature, state = self.step(self.tgt_embed(tokens), state, memory)
+        log_p = F.log_softmax(self.output(feature), dim=-1)
+        return log_p.index_fill_(1, torch.tensor([self.config.pad_id, self.config.bos_id],
+                                                 device=log_p.device), -torch.inf), state
+
     def features(self, tgt_in, keys, state, src_mask):
         y = self.tgt_embed(tgt_in)
         if self.attention is None:
             return self.decoder(y, keys, src_mask)
         if self.attention.feeds_input:
-            memory, outputs = self.attention.memory(keys), []
+            memory, outputs = self.decoder_memory(keys, src_mask), []
             for t in range(y.shape[1]):
-                feature, state = self.step(y[:, t], state, keys, memory, src_mask)
+                feature, state = self.step(y[:, t], state, memory)
                 outputs.append(feature)
             return torch.stack(outputs, 1)
         hs, _ = self.decoder(y, to_torch_state(state))
@@ -354,21 +459,95 @@ class TorchSeq2Seq(nn.Module):
         nll = F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), reduction="none")
         return (nll * tgt_mask.flatten()).sum() / tgt_mask.sum()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def greedy(self, src, max_len, src_lengths=None):
-        """max_len argmax tokens per source (pad and bos never), without stopping at EOS."""
-        keys, state = self.encode(src, src_lengths)
-        src_mask = self.source_mask(src, src_lengths)
-        memory = self.attention.memory(keys) if self.attention is not None and self.attention.feeds_input else None
-        token = torch.full((src.shape[0],), self.config.bos_id, dtype=torch.long, device=src.device)
-        tokens = []
-        for _ in range(max_len):
-            feature, state = self.step(self.tgt_embed(token), state, keys, memory, src_mask)
-            logits = self.output(feature)
-            logits[:, [self.config.pad_id, self.config.bos_id]] = -torch.inf
-            token = logits.argmax(-1)
-            tokens.append(token)
-        return torch.stack(tokens, 1)
+        """As seq2seq_ref.decode.greedy_decode's tokens: the argmax token (the lowest id of a tie; pad and bos
+        never) at each step, pad after EOS, until every source has ended or max_len: int64 [B, max_len]."""
+        config = self.config
+        memory, state = self.start(src, src_lengths)
+        B = src.shape[0]
+        tokens = torch.full((B, max_len), config.pad_id, dtype=torch.long, device=src.device)
+        previous = torch.full((B,), config.bos_id, dtype=torch.long, device=src.device)
+        finished = torch.zeros(B, dtype=torch.bool, device=src.device)
+        for t in range(max_len):
+            log_p, state = self.step_log_probs(previous, state, memory)
+            previous = torch.where(finished, config.pad_id, log_p.argmax(-1))
+            tokens[:, t] = previous
+            finished |= previous == config.eos_id
+            if finished.all():
+                break
+        return tokens
+
+    @torch.inference_mode()
+    def beam_search(self, src, src_lengths, beam_size: int, max_len: int,
+                    length_penalty: float = DEFAULT_LENGTH_PENALTY):
+        """seq2seq_ref.decode.beam_search, step for step (its finished set, GNMT length normalisation, tie-breaks
+        and per-sentence stop), organised as fairseq's SequenceGenerator: the K hypotheses of every sentence are
+        rows of one batch, decoded with incremental state that index_select reorders after each step, and a
+        sentence whose search is over leaves the batch (its rows of the state and the memory are dropped).
+
+        src int64 [B, S], src_lengths [B] (None: full length).  Returns numpy tokens int64 [B, K, max_len] (pad
+        after EOS) and scores [B, K], best first, as the reference's.
+        """
+        config, K, V = self.config, beam_size, self.config.tgt_vocab_size
+        B, device = src.shape[0], src.device
+        memory, state = self.start(src, src_lengths)
+        expand = torch.arange(B, device=device).repeat_interleave(K)
+        memory, state = select_rows(memory, expand), self.reorder_state(state, expand)
+        dtype = self.output.bias.dtype
+        np_dtype = torch.empty((), dtype=dtype).numpy().dtype
+        live_log_p = torch.full((B, K), -torch.inf, dtype=dtype, device=device)
+        live_log_p[:, 0] = 0.0  # one live start per sentence, so the first step's K picks differ
+        live_tokens = torch.full((B, K, max_len), config.pad_id, dtype=torch.long, device=device)
+        finished_scores = torch.full((B, K), -torch.inf, dtype=dtype, device=device)
+        finished_tokens = live_tokens.clone()
+        live_length = torch.zeros(B, dtype=torch.long, device=device)
+        active = torch.arange(B, device=device)  # the sentences still searched, K rows each in the model's batch
+        previous = torch.full((B * K,), config.bos_id, dtype=torch.long, device=device)
+        # the normalisers as the reference computes them (NumPy, in the scores' dtype): the same roundings
+        best_bound = float(length_normaliser(np_dtype.type(max_len), length_penalty))
+        for t in range(max_len):
+            A = len(active)
+            rows = torch.arange(A, device=device)[:, None]
+            step, state = self.step_log_probs(previous, state, memory)
+            step = step.view(A, K * V)
+            candidates = (live_log_p[active][..., None] + step.view(A, K, V)).view(A, K * V)
+            top = best_candidates(candidates, step, 2 * K)
+            top_log_p, beam, token = candidates.gather(1, top), top // V, top % V
+            extended = live_tokens[active[:, None], beam]
+            extended[:, :, t] = token
+            ends = (token[:, :K] == config.eos_id) & torch.isfinite(top_log_p[:, :K])
+            normaliser = float(length_normaliser(np_dtype.type(t + 1), length_penalty))
+            new_scores = torch.where(ends, top_log_p[:, :K] / normaliser, -torch.inf)
+            pooled_scores = torch.cat([finished_scores[active], new_scores], dim=1)
+            pooled_tokens = torch.cat([finished_tokens[active], extended[:, :K]], dim=1)
+            kept = torch.sort(-pooled_scores, dim=1, stable=True).indices[:, :K]
+            live = torch.sort((token == config.eos_id).to(torch.uint8), dim=1, stable=True).indices[:, :K]
+            finished_scores[active] = pooled_scores.gather(1, kept)
+            finished_tokens[active] = pooled_tokens[rows, kept]
+            live_log_p[active] = top_log_p.gather(1, live)
+            live_tokens[active] = extended[rows, live]
+            live_length[active] = t + 1
+            previous = token.gather(1, live)
+            source_rows = rows * K + beam.gather(1, live)
+            # (N2): no live prefix can beat the best finished hypothesis
+            searching = live_log_p[active].max(dim=1).values / best_bound > finished_scores[active, 0]
+            if not searching.all():
+                active, source_rows, previous = active[searching], source_rows[searching], previous[searching]
+                if not len(active):
+                    break
+                memory = select_rows(memory, (rows[searching] * K + torch.arange(K, device=device)).view(-1))
+            state = self.reorder_state(state, source_rows.view(-1))
+            previous = previous.view(-1)
+        live_length = live_length.cpu().numpy()
+        live_scores = live_log_p.cpu().numpy() / length_normaliser(live_length.astype(np_dtype),
+                                                                   length_penalty)[:, None]
+        finished_scores = finished_scores.cpu().numpy()
+        order = final_order(finished_scores, live_scores)[:, :K]
+        rows = np.arange(B)[:, None]
+        all_tokens = torch.cat([finished_tokens, live_tokens], dim=1).cpu().numpy()
+        return all_tokens[rows, order], np.take_along_axis(np.concatenate([finished_scores, live_scores], 1),
+                                                           order, 1)
 
     def flat_slots(self) -> dict[str, Slot]:
         """Every flat parameter name of seq2seq_ref -> where it lives here."""
