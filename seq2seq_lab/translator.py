@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import math
 import numbers
 import os
 import warnings
@@ -184,9 +183,9 @@ class Translator:
         if n_best > beam:
             raise ValueError(f"n_best: expected at most beam = {beam} hypotheses, got {n_best} (search with "
                              f"beam >= n_best)")
-        length_penalty = _non_negative(length_penalty, "length_penalty")
-        max_len = self.max_len if max_len is None else _count(max_len, "max_len")
+        max_len = self.max_len if max_len is None else max_len
         check_decode_args(max_len, beam, length_penalty, self.config, self._dtype)  # the library's bounds, first
+        max_len, length_penalty = int(max_len), float(length_penalty)  # NumPy scalars as Python numbers
         unseen = self._unseen(unseen)
         read, sources = [], []
         for text in texts:
@@ -221,8 +220,8 @@ class Translator:
         translate().
         """
         beam, batch_tokens = _count(beam, "beam"), _count(batch_tokens, "batch_tokens")
-        length_penalty = _non_negative(length_penalty, "length_penalty")
         check_decode_args(self.max_len, beam, length_penalty, self.config, self._dtype)
+        length_penalty = float(length_penalty)
         name, pairs = (data, self._split(data)) if isinstance(data, str) else ("given", _pairs(data))
         encoded, dropped = encode_splits({name: self._data.prepare(pairs)}, self._src_vocab, self._tgt_vocab,
                                          self.max_len)
@@ -306,9 +305,3 @@ def _count(value, name: str) -> int:
         raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
     return int(value)
 
-
-def _non_negative(value, name: str) -> float:
-    """A finite number >= 0 (a NumPy scalar too) as a Python float."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name}: expected a float >= 0, got {value!r}")
-    return float(value)
