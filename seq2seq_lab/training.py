@@ -221,19 +221,17 @@ def _stop_requests(notify):
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@contextlib.contextmanager
 def _saving(what: str, out_dir: Path):
     """Adds to an OSError while writing (a full disk) what was being written, and that the last checkpoint is
     intact: the writes are atomic."""
-    @contextlib.contextmanager
-    def context():
-        try:
-            yield
-        except OSError as error:
-            newest = _newest(out_dir)
-            error.add_note(f"writing {what} in {out_dir}; the last good checkpoint is "
-                           f"{newest or 'none: none was written'}")
-            raise
-    return context()
+    try:
+        yield
+    except OSError as error:
+        newest = _newest(out_dir)
+        error.add_note(f"writing {what} in {out_dir}; the last good checkpoint is "
+                       f"{newest or 'none: none was written'}")
+        raise
 
 
 def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progress, evaluate_test, notify) -> dict:
@@ -308,6 +306,14 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
         notify(f"--select-by {select_by}: the run's best.npz was selected by {best.get('metric')}; the next "
                "evaluation replaces it")
         best, evals_since_best = None, 0
+    def save_step(host_params, **extra):
+        """The checkpoint of the step reached, with the run's state as it is now (the last validation's)."""
+        with _saving(f"the checkpoint of step {step}", out_dir):
+            return save_checkpoint(out_dir, step, host_params, engine.opt_state_to_arrays(opt_state),
+                                   {**meta, "valid_exact_match": valid_accuracy, "valid": valid_record,
+                                    "best": best, "evals_since_best": evals_since_best,
+                                    "update_scale": update_scale, **extra}, run.keep)
+
     eta_from = None  # (time, step) after the first logged interval: the ETA leaves out the first compilation
     step, stopped = start, None
     with _stop_requests(notify) as stop_requested, open(metrics_path, "a", encoding="utf-8") as log:
@@ -367,11 +373,7 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                 else:
                     evals_since_best += 1
                 update_scale = optimiser.update_scale(evals_since_best, update_scale)  # --schedule plateau
-                with _saving(f"the checkpoint of step {step}", out_dir):
-                    saved = save_checkpoint(out_dir, step, host_params, engine.opt_state_to_arrays(opt_state),
-                                            {**meta, "valid_exact_match": valid_accuracy, "valid": record,
-                                             "best": best, "evals_since_best": evals_since_best,
-                                             "update_scale": update_scale}, run.keep)
+                saved = save_step(host_params)
                 now = time.perf_counter()
                 eval_seconds += now - clock
                 clock = now  # the next record's throughput counts training time only
@@ -387,14 +389,10 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                     break
             if stop_requested.is_set():
                 if not evaluate_now:  # a step between validations: saved with the last validation's record
-                    with _saving(f"the checkpoint of step {step}", out_dir):
+                    with _saving(metrics_path.name, out_dir):
                         log.flush()
                         os.fsync(log.fileno())
-                        saved = save_checkpoint(
-                            out_dir, step, engine.to_numpy(params), engine.opt_state_to_arrays(opt_state),
-                            {**meta, "valid_exact_match": valid_accuracy, "valid": valid_record, "best": best,
-                             "evals_since_best": evals_since_best, "update_scale": update_scale,
-                             "interrupted": True}, run.keep)
+                    saved = save_step(engine.to_numpy(params), interrupted=True)
                 bar.close()
                 raise TrainingInterrupted(step, saved)
     if stopped is not None and bar.total != step:
