@@ -19,6 +19,8 @@ import numpy as np
 from seq2seq_ref import ModelConfig
 from seq2seq_ref.validation import check_params
 
+from .atomic import replacing
+
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^checkpoint-(\d{8})\.npz$")
 _ZIP_MAGIC = b"PK\x03\x04"  # every .npz archive starts so
@@ -125,36 +127,13 @@ def other_run(meta: dict, other: dict) -> str | None:
 
 def _write(final: Path, step: int, params, opt_state, meta: dict) -> Path:
     """A temporary file in the same folder, fsync, rename: a crash never leaves a torn `final`."""
-    directory = final.parent
     meta = {**meta, "format": FORMAT_VERSION, "step": int(step)}
     arrays = {f"params/{k}": np.asarray(v) for k, v in params.items()}
     arrays.update({f"opt/{k}": np.asarray(v) for k, v in opt_state.items()})
     arrays["meta.json"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
-    temporary = directory / f".{final.name}.{os.getpid()}.tmp"
-    try:
-        with open(temporary, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, final)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-    _fsync_directory(directory)
+    with replacing(final) as handle:
+        np.savez(handle, **arrays)
     return final
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import stat
 import sys
 import warnings
 from pathlib import Path
@@ -20,6 +19,7 @@ from seq2seq_ref.registry import CELLS, CONNECTIONS
 from seq2seq_ref.validation import check_decode_args
 
 from .backends import BACKENDS, OptimiserSettings
+from .atomic import replacing
 from .checkpoint import save_averaged
 from .compile_cache import compile_cache
 from .corpus import read_corpus, read_file, split_lines
@@ -400,18 +400,8 @@ def write_atomically(path: Path, text: str, argument: str) -> None:
             with open(target, "w", encoding="utf-8") as handle:
                 handle.write(text)
             return
-        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
-            with open(temporary, "w", encoding="utf-8") as handle:  # the umask's mode, as any new file
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            if target.exists():
-                os.chmod(temporary, stat.S_IMODE(target.stat().st_mode))
-            os.replace(temporary, target)
-        finally:
-            if temporary.exists():
-                temporary.unlink()
+        with replacing(target, "w", "utf-8") as handle:
+            handle.write(text)
     except OSError as error:
         error.add_note(f"writing --{argument} {path}")
         raise

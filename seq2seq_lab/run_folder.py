@@ -18,6 +18,7 @@ import time
 import warnings
 from pathlib import Path
 
+from .atomic import replacing
 from .checkpoint import list_checkpoints
 
 LOCK_NAME = ".lock"
@@ -138,6 +139,5 @@ def truncate_metrics(path: Path, step: int) -> None:
     if not path.exists():
         return
     kept = [record for record in read_metrics(path) if record["step"] <= step]
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text("".join(json.dumps(record) + "\n" for record in kept), encoding="utf-8")
-    os.replace(temporary, path)
+    with replacing(path, "w", "utf-8") as handle:
+        handle.write("".join(json.dumps(record) + "\n" for record in kept))
