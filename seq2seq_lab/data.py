@@ -146,11 +146,6 @@ def load_data(settings: DataSettings, seed: int, trained: dict | None = None, ru
     return LoadedData(splits, files)
 
 
-def load_splits(settings: DataSettings, seed: int) -> dict[str, list[tuple[str, str]]]:
-    """The splits of load_data, where the fingerprints are not needed."""
-    return load_data(settings, seed).splits
-
-
 def _check_unchanged(then: dict, now: dict, name: str, run: str) -> None:
     """Refuse a data file whose bytes changed since the run split them: the test split could now hold training
     pairs."""

@@ -10,7 +10,7 @@ from seq2seq_lab.backends import NumpyBackend, OptimiserSettings
 from seq2seq_lab.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_averaged, save_best
 from seq2seq_lab.cli import main
 from seq2seq_lab.subword import SubwordVocab
-from seq2seq_lab.data import DataSettings, load_splits
+from seq2seq_lab.data import DataSettings, load_data
 from seq2seq_lab.evaluate import references_by_source
 from seq2seq_lab.run_cli import load_run
 from seq2seq_lab.training import ModelOptions, RunSettings, train
@@ -58,10 +58,10 @@ def test_given_splits_are_used_whole_and_never_re_split(tmp_path):
                                        encoding="utf-8")
     data = DataSettings(task=None, data=train_src, data_target=train_tgt, valid_data=valid_src,
                         valid_target=valid_tgt, test_data=str(tmp_path / "test.tsv"), tokenizer="word")
-    splits = load_splits(data, seed=0)
+    splits = load_data(data, seed=0).splits
     assert [len(splits[name]) for name in ("train", "valid", "test")] == [60, 12, 9]
     assert splits["valid"][0] == (sentences(12, 1)[0], " ".join(sentences(12, 1)[0].split()[::-1]))
-    assert load_splits(data, seed=5) == splits  # the seed shuffles nothing
+    assert load_data(data, seed=5).splits == splits  # the seed shuffles nothing
     summary = tiny_train(tmp_path / "run", data)
     assert summary["train_pairs"] == 60 and summary["test"]["examples"] == 9
     assert set(summary["dropped_for_length"]) == {"train", "valid", "test"}
@@ -383,7 +383,7 @@ def test_lowercase_applies_to_every_split_and_to_translate_input(tmp_path, capsy
     (tmp_path / "valid.tsv").write_text("THE CAT\tThe Cat\n", encoding="utf-8")
     data = DataSettings(task=None, data=str(tmp_path / "train.tsv"), valid_data=str(tmp_path / "valid.tsv"),
                         tokenizer="word", lowercase=True)
-    splits = load_splits(data, 0)
+    splits = load_data(data, 0).splits
     assert splits["valid"] == [("the cat", "the cat")] and all(s == s.lower() for s, _ in splits["train"])
     run = str(tmp_path / "run")
     assert main(["train", "--data", str(tmp_path / "train.tsv"), "--valid-data", str(tmp_path / "valid.tsv"),
