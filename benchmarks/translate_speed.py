@@ -6,8 +6,9 @@
 Engines: numpy (the reference) and jax (the twin), through seq2seq_lab.load(...).decode(...); torch (the
 baseline of seq2seq_lab/bench/torch_model.py on the same weights, cached incremental decoding); CTranslate2
 on the run exported by seq2seq_lab.export, computing in float32 and in int8 (skipped, with a note, where the
-export module or the ctranslate2 package is missing, or the model is not a Transformer).  For greedy decoding and
-beam search, each engine translates the whole source list once cold (the first call: JAX compiles there) and then
+export module or the ctranslate2 package is missing, or the model is not a Transformer).  For greedy decoding,
+beam search with the exact stop (N2) and beam search with the early stop (N4; CTranslate2's only rule, so it
+runs that mode alone), each engine translates the whole source list once cold (the first call: JAX compiles there) and then
 --repeats times warm; reported are the warm median's wall seconds (model load excluded), load + first call,
 target tokens/s and sentences/s, BLEU (sacrebleu on the detokenised outputs, as `seq2seq evaluate` scores:
 13a, or char for char-level targets, each distinct source once against all its references) and the share of
@@ -32,7 +33,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ENGINES = ("numpy", "jax", "torch", "ct2-float32", "ct2-int8")
-MODES = ("greedy", "beam")
+MODES = ("greedy", "beam", "beam-early")
+
+
+# how each engine ends a sentence's beam search: our exact bound (N2), or once beam hypotheses finished (N4);
+# CTranslate2 has only the latter (patience 1), whichever mode it is asked for
+STOPS = {"greedy": "EOS", "beam": "exact (N2)", "beam-early": "early (N4)", "ct2-float32": "early (CTranslate2)",
+         "ct2-int8": "early (CTranslate2)"}
 
 
 def parse_args(argv=None):
@@ -119,8 +126,8 @@ def library_engine(backend, args):
 
     translator = seq2seq_lab.load(args.run, args.checkpoint, backend=backend)
 
-    def translate(texts, beam):
-        results = translator.decode(texts, beam=beam, length_penalty=args.length_penalty)
+    def translate(texts, beam, early_stop):
+        results = translator.decode(texts, beam=beam, length_penalty=args.length_penalty, early_stop=early_stop)
         return [(r.text, len([t for t in r.hypotheses[0].tokens if t != "<eos>"]) if r.hypotheses else 0)
                 for r in results]
     return translate
@@ -138,7 +145,7 @@ def torch_engine(prepared, args):
     checkpoint = load_checkpoint(prepared.translator.checkpoint_path)
     model = TorchSeq2Seq(checkpoint.config).load_flat(checkpoint.params).float().eval()
 
-    def translate(texts, beam):
+    def translate(texts, beam, early_stop):
         sources, outputs = prepared.source_ids(texts), [("", 0)] * len(texts)
         rows = [i for i, ids in enumerate(sources) if ids]
         for batch in length_sorted_batches([len(sources[i]) for i in rows], args.batch_tokens):
@@ -146,7 +153,8 @@ def torch_engine(prepared, args):
             src = torch.as_tensor(pad_sequences([sources[i] for i in indices], PAD_ID))
             lengths = torch.as_tensor([len(sources[i]) for i in indices])
             if beam > 1:
-                tokens = model.beam_search(src, lengths, beam, prepared.max_len, args.length_penalty)[0][:, 0]
+                tokens = model.beam_search(src, lengths, beam, prepared.max_len, args.length_penalty,
+                                           early_stop)[0][:, 0]
             else:
                 tokens = model.greedy(src, prepared.max_len, lengths).numpy()
             for i, ids in zip(indices, tokens):
@@ -163,7 +171,7 @@ def ct2_engine(prepared, args, compute_type, exported):
     src_tokens = prepared.src_vocab.tokens
     tgt_ids = {token: i for i, token in enumerate(prepared.tgt_vocab.tokens)}
 
-    def translate(texts, beam):
+    def translate(texts, beam, early_stop):  # its own stopping rule, whatever early_stop says
         sources, outputs = prepared.source_ids(texts), [("", 0)] * len(texts)
         rows = [i for i, ids in enumerate(sources) if ids]
         results = translator.translate_batch([[src_tokens[j] for j in sources[i]] for i in rows],
@@ -210,19 +218,19 @@ def measure(name, make, texts, references, modes, args, tgt_tokenizer, load_extr
     load_s = time.perf_counter() - start + load_extra
     records = []
     for mode in modes:
-        beam = args.beam if mode == "beam" else 1
+        beam, early_stop = (1, False) if mode == "greedy" else (args.beam, mode == "beam-early")
         start = time.perf_counter()
-        outputs = translate(texts, beam)
+        outputs = translate(texts, beam, early_stop)
         first_s = time.perf_counter() - start
         warm = []
         for _ in range(0 if name == "numpy" else args.repeats):
             start = time.perf_counter()
-            outputs = translate(texts, beam)
+            outputs = translate(texts, beam, early_stop)
             warm.append(time.perf_counter() - start)
         seconds = statistics.median(warm) if warm else first_s
         tokens = sum(n for _, n in outputs)
         records.append({
-            "engine": name, "mode": mode, "beam": beam,
+            "engine": name, "mode": mode, "beam": beam, "stop": STOPS[name if name.startswith("ct2") else mode],
             "length_penalty": args.length_penalty if beam > 1 else None, "sentences": len(texts),
             "seconds": seconds, "warm_seconds": warm, "first_call_s": first_s, "load_s": load_s,
             "load_and_first_call_s": load_s + first_s, "target_tokens": tokens, "target_tokens_per_s": tokens / seconds,
@@ -247,7 +255,7 @@ def table(report) -> str:
     lines = ["| engine | decoding | sentences | wall s (warm) | load + first call s | target tokens/s | sentences/s "
              "| BLEU | identical to JAX |", "|---|---|---|---|---|---|---|---|---|"]
     for r in report["records"]:
-        mode = "greedy" if r["beam"] == 1 else f"beam {r['beam']}, lp {r['length_penalty']}"
+        mode = "greedy" if r["beam"] == 1 else f"beam {r['beam']}, lp {r['length_penalty']}, stop {r['stop']}"
         same = "-" if r["identical_to_jax_percent"] is None else f"{r['identical_to_jax_percent']:.1f} %"
         lines.append(f"| {r['engine']} | {mode} | {r['sentences']} | {r['seconds']:.2f} | "
                      f"{r['load_and_first_call_s']:.2f} | {r['target_tokens_per_s']:.0f} | {r['sentences_per_s']:.1f} "
@@ -286,8 +294,9 @@ def main(argv=None) -> int:
                 exported = export_ctranslate2(prepared.translator, Path(folder) / "model")
                 export_s = time.perf_counter() - start
                 compute_type = engine.split("-", 1)[1]
+                modes = [mode for mode in args.modes if mode != "beam"]  # it has no exact stop
                 measured = measure(engine, lambda: ct2_engine(prepared, args, compute_type, exported), texts,
-                                   references, args.modes, args, tokenizer)
+                                   references, modes, args, tokenizer)
             records += [{**r, "export_s": export_s} for r in measured]
     add_agreement(records)
     report = {"command": " ".join(sys.argv), "run": args.run, "checkpoint": str(prepared.translator.checkpoint_path),

@@ -172,6 +172,11 @@ class Seq2Seq(nnx.Module):
             states = [*states, (jnp.where(step_mask[:, None], feature, feed),)]
         return feature, states, alpha
 
+    def extend_states(self, states, max_len):
+        """Decoding states with room for max_len positions (a decoder family with a cache of positions: the
+        cache padded; a recurrent decoder's states as they are)."""
+        return self.decoder.extend_states(states, max_len) if self.own_decoder else states
+
     def features(self, tgt_in, tgt_lengths, memory: Memory, states, dropout_masks=None, unroll=1):
         """Teacher-forced decoder features [B, T, F] and attention weights [B, T, S] (or None)."""
         dropout_masks = dropout_masks or {}

@@ -3,7 +3,7 @@ gives, plus incremental decoding with a key/value cache.
 
 Teacher-forced training runs every position at once, as the reference.  Decoding
 keeps, for every block, the self-attention keys and values of the positions
-decoded so far ([B, max_len, heads, d_h], written at position t) and the
+decoded so far ([B, heads, max_len, d_h], written at position t) and the
 position t itself: each step costs one position, never a recomputation of the
 prefix; beam search reorders the cache rows with the other states.  Masked
 cache slots get weight exactly 0, so the result equals the reference's
@@ -33,7 +33,7 @@ class DecoderBlock(nnx.Module):
             setattr(self, group, Params(arrays))
 
     def memory(self, keys, num_heads):
-        """The cross-attention's keys and values [B, S, heads, d_h], once per sentence."""
+        """The cross-attention's keys and values [B, heads, S, d_h], once per sentence."""
         return project(keys, self.cross["W_k"], self.cross["b_k"], num_heads), \
             project(keys, self.cross["W_v"], self.cross["b_v"], num_heads)
 
@@ -94,7 +94,7 @@ class TransformerDecoder(nnx.Module):
         """An empty cache for max_len positions per block, and the position t = 0 (one per row, so that the
         states reorder row by row like a recurrent decoder's)."""
         heads = self.config.num_heads
-        shape = (batch_size, max_len, heads, self.config.hidden_dim // heads)
+        shape = (batch_size, heads, max_len, self.config.hidden_dim // heads)
         return [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in self.blocks()] + \
             [(jnp.zeros((batch_size,), jnp.int32),)]
 
@@ -103,7 +103,7 @@ class TransformerDecoder(nnx.Module):
         caches, (position,) = states[:-1], states[-1]
         t = position[0]
         d = y_t.shape[-1]
-        max_len = caches[0][0].shape[1]
+        max_len = caches[0][0].shape[2]
         table = jnp.asarray(sinusoidal_positions(max_len, d), y_t.dtype)
         x = (jnp.sqrt(jnp.asarray(d, y_t.dtype)) * y_t + table[t])[:, None]                # (T9) at position t
         visible = (jnp.arange(max_len) <= t)[None, None, None, :]                           # (T10) causal
@@ -111,10 +111,18 @@ class TransformerDecoder(nnx.Module):
         new_caches = []
         for layer, (block, (K, V)) in enumerate(zip(self.blocks(), caches)):
             def write(k, v, K=K, V=V):
-                return lax.dynamic_update_slice_in_dim(K, k, t, 1), lax.dynamic_update_slice_in_dim(V, v, t, 1)
+                return lax.dynamic_update_slice_in_dim(K, k, t, 2), lax.dynamic_update_slice_in_dim(V, v, t, 2)
 
             cross_kv = (memory.derived[f"l{layer}/K"], memory.derived[f"l{layer}/V"])
             x, alpha, cache = block(x, cross_kv, visible, source, self.config.num_heads, {}, self_kv=write)
             new_caches.append(cache)
         feature = layer_norm(x[:, 0], self.ln_f["gamma"], self.ln_f["beta"])                # (T13)
         return feature, new_caches + [(position + 1,)], alpha[:, :, 0].mean(axis=1)
+
+    def extend_states(self, states, max_len):
+        """The states with room for max_len positions: each cache padded (the new positions masked until
+        written)."""
+        caches, position = states[:-1], states[-1]
+        more = max_len - caches[0][0].shape[2]
+        pad = lambda c: jnp.pad(c, ((0, 0), (0, 0), (0, more), (0, 0)))  # noqa: E731
+        return [(pad(K), pad(V)) for K, V in caches] + [position]

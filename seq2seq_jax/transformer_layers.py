@@ -20,17 +20,18 @@ def feed_forward(x, W_1, b_1, W_2, b_2):
 
 
 def project(x, W, b, num_heads):
-    """x [B, N, D] -> (x W + b) split into heads [B, N, heads, d_h]."""
+    """x [B, N, D] -> (x W + b) split into heads [B, heads, N, d_h]: heads lead, so that the products of (T4)
+    batch over (B, heads) without a transpose of keys and values at every use (the decoders' caches)."""
     y = x @ W + b
-    return y.reshape(*y.shape[:-1], num_heads, y.shape[-1] // num_heads)
+    return y.reshape(*y.shape[:-1], num_heads, y.shape[-1] // num_heads).swapaxes(-2, -3)
 
 
 def attend(Q, K, V, mask, W_o, b_o, weight_keep=None):
-    """(T4) given the heads' queries [B, T, heads, d_h], keys and values [B, S, heads, d_h] and a mask
+    """(T4) given the heads' queries [B, heads, T, d_h], keys and values [B, heads, S, d_h] and a mask
     broadcastable to [B, heads, T, S] -> y [B, T, d] and the weights alpha [B, heads, T, S]."""
-    B, T, heads, d_head = Q.shape
-    alpha = masked_softmax(jnp.einsum("bthd,bshd->bhts", Q, K) / jnp.sqrt(jnp.asarray(d_head, Q.dtype)), mask)
-    out = jnp.einsum("bhts,bshd->bthd", dropout(alpha, weight_keep), V).reshape(B, T, heads * d_head)
+    B, heads, T, d_head = Q.shape
+    alpha = masked_softmax(jnp.einsum("bhtd,bhsd->bhts", Q, K) / jnp.sqrt(jnp.asarray(d_head, Q.dtype)), mask)
+    out = jnp.einsum("bhts,bhsd->bhtd", dropout(alpha, weight_keep), V).swapaxes(1, 2).reshape(B, T, heads * d_head)
     return out @ W_o + b_o, alpha
 
 

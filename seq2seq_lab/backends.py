@@ -134,15 +134,17 @@ class NumpyBackend:
         loss, _ = forward(params, without_smoothing(self.config), batch)
         return float(loss) * int(batch.tgt_lengths.sum())
 
-    def greedy(self, params, src, src_lengths, max_len):
+    def greedy(self, params, src, src_lengths, max_len, **limit):
+        """seq2seq_ref.decode.greedy_decode; limit: its max_len_a, max_len_b."""
         from seq2seq_ref.decode import greedy_decode
 
-        return greedy_decode(params, self.config, src, src_lengths, max_len)
+        return greedy_decode(params, self.config, src, src_lengths, max_len, **limit)
 
-    def beam(self, params, src, src_lengths, beam_size, max_len, length_penalty):
+    def beam(self, params, src, src_lengths, beam_size, max_len, length_penalty, **options):
+        """seq2seq_ref.decode.beam_search; options: its max_len_a, max_len_b, early_stop."""
         from seq2seq_ref.decode import beam_search
 
-        return beam_search(params, self.config, src, src_lengths, beam_size, max_len, length_penalty)
+        return beam_search(params, self.config, src, src_lengths, beam_size, max_len, length_penalty, **options)
 
     def to_numpy(self, params):
         return dict(params)
@@ -202,13 +204,13 @@ class JaxBackend:
     def nll(self, params, batch) -> float:
         return float(self._nll(params, batch))
 
-    def greedy(self, params, src, src_lengths, max_len):
-        tokens, weights = self._module.greedy_decode(params, self.config, src, src_lengths, max_len)
+    def greedy(self, params, src, src_lengths, max_len, **limit):
+        tokens, weights = self._module.greedy_decode(params, self.config, src, src_lengths, max_len, **limit)
         return np.asarray(tokens), None if weights is None else np.asarray(weights)
 
-    def beam(self, params, src, src_lengths, beam_size, max_len, length_penalty):
+    def beam(self, params, src, src_lengths, beam_size, max_len, length_penalty, **options):
         tokens, scores = self._module.beam_search(params, self.config, src, src_lengths, beam_size, max_len,
-                                                  length_penalty)
+                                                  length_penalty, **options)
         return np.asarray(tokens), np.asarray(scores)
 
     def to_numpy(self, params):

@@ -53,7 +53,8 @@ def width_limit(config) -> int | None:
 def decode_ids(backend, params, sources: list[list[int]], max_len: int, batch_size: int | None = None,
                beam: int = 1, length_penalty: float = DEFAULT_LENGTH_PENALTY, pad_multiple: int = 8,
                n_best: int = 1, progress: bool = False, batch_tokens: int = DEFAULT_BATCH_TOKENS,
-               max_width: int | None = None):
+               max_width: int | None = None, max_len_a: float | None = None, max_len_b: int | None = None,
+               early_stop: bool = False):
     """Each sentence's n_best hypotheses, best first, and for greedy decoding its attention weights; in the
     order of sources.
 
@@ -62,10 +63,12 @@ def decode_ids(backend, params, sources: list[list[int]], max_len: int, batch_si
     batch_tokens source tokens each, at most batch_size rows, widths up to max_width); long sources get fewer
     rows per batch (DECODE_BUDGET), so memory stays bounded whatever the input. Each sentence is decoded
     independently of its batch, so the results are those of decoding it alone. progress: a bar on stderr when
-    it is a terminal.
+    it is a terminal. max_len_a, max_len_b: a per-sentence length limit a * |source| + b below max_len
+    (MATH.md (N3)); early_stop: beam search stops a sentence once beam hypotheses have finished ((N4)).
     """
     from tqdm import tqdm
 
+    limit = dict(max_len_a=max_len_a, max_len_b=max_len_b)
     hypotheses, weights = [None] * len(sources), [None] * len(sources)
     lengths = [len(source) for source in sources]
     batch_tokens = min(batch_tokens, DECODE_BUDGET // (max_len * max(beam, 1)))  # attention: width * max_len a row
@@ -77,10 +80,10 @@ def decode_ids(backend, params, sources: list[list[int]], max_len: int, batch_si
             src = pad_sequences(batch, PAD_ID, width)
             if beam > 1:
                 tokens, scores = backend.beam(params, src, np.array(list(map(len, batch))), beam, max_len,
-                                              length_penalty)
+                                              length_penalty, early_stop=early_stop, **limit)
                 alpha = None
             else:
-                tokens, alpha = backend.greedy(params, src, np.array(list(map(len, batch))), max_len)
+                tokens, alpha = backend.greedy(params, src, np.array(list(map(len, batch))), max_len, **limit)
                 tokens, scores = tokens[:, None], None
             for row, index in enumerate(indices):
                 found = []
@@ -89,7 +92,9 @@ def decode_ids(backend, params, sources: list[list[int]], max_len: int, batch_si
                     if score is not None and not math.isfinite(score):
                         break  # an empty slot: beam search found fewer hypotheses
                     ids = tokens[row, k].tolist()
-                    found.append((ids[: ids.index(EOS_ID) + 1] if EOS_ID in ids else ids, score))
+                    # through EOS; one cut off by its length limit ends where the padding starts
+                    end = ids.index(EOS_ID) + 1 if EOS_ID in ids else ids.index(PAD_ID) if PAD_ID in ids else None
+                    found.append((ids[:end], score))
                 hypotheses[index] = found
                 # a copy: a view would keep the whole batch's weights alive
                 weights[index] = None if alpha is None else alpha[row, : len(found[0][0]), : lengths[index]].copy()
@@ -109,15 +114,15 @@ def perplexity(backend, params, data: EncodedPairs, config, batch_size: int = 25
 
 def _decode_with_references(backend, params, data: EncodedPairs, beam: int = 1, max_len: int | None = None,
                             length_penalty: float = DEFAULT_LENGTH_PENALTY, progress: bool = False,
-                            batch_tokens: int = DEFAULT_BATCH_TOKENS, max_width: int | None = None):
+                            batch_tokens: int = DEFAULT_BATCH_TOKENS, max_width: int | None = None, **search):
     """Each sentence's output ids and its reference ids (target + EOS).
 
     Decodes up to 5 tokens past the longest reference, and never past max_len
-    (the run's --max-len: no training target was longer).
+    (the run's --max-len: no training target was longer). search: decode_ids' max_len_a, max_len_b, early_stop.
     """
     limit = data.max_tgt_len + 5 if max_len is None else min(data.max_tgt_len + 5, max_len)
     hypotheses, _ = decode_ids(backend, params, data.src, limit, beam=beam, length_penalty=length_penalty,
-                               progress=progress, batch_tokens=batch_tokens, max_width=max_width)
+                               progress=progress, batch_tokens=batch_tokens, max_width=max_width, **search)
     return [found[0][0] for found in hypotheses], [[*target, EOS_ID] for target in data.tgt]
 
 
@@ -139,7 +144,7 @@ def references_by_source(texts: list[tuple[str, str]]) -> tuple[list[int], list[
 def evaluate(backend, params, config, data: EncodedPairs, tgt_vocab, batch_size: int = 256, beam: int = 1,
              with_perplexity: bool = True, max_len: int | None = None,
              length_penalty: float = DEFAULT_LENGTH_PENALTY, progress: bool = False,
-             batch_tokens: int = DEFAULT_BATCH_TOKENS) -> dict:
+             batch_tokens: int = DEFAULT_BATCH_TOKENS, **search) -> dict:
     """Scores of greedy (or beam) output against the references, decoding at most max_len tokens.
 
     exact_match and token_accuracy are per pair; BLEU and chrF (sacrebleu, on detokenised text) score each
@@ -148,12 +153,12 @@ def evaluate(backend, params, config, data: EncodedPairs, tgt_vocab, batch_size:
     (sacrebleu's tok:char): a date or a number is one word to its default 13a tokeniser, and a sentence of one
     word has no 4-grams, so 13a BLEU would read 0 even for exact output. progress: a bar over the decoding on
     stderr when it is a terminal. batch_size: pairs per batch of perplexity; batch_tokens: source tokens per
-    decoding batch (decode_plan).
+    decoding batch (decode_plan); search: decode_ids' max_len_a, max_len_b and early_stop.
     """
     from sacrebleu.metrics import BLEU, CHRF
 
     outputs, references = _decode_with_references(backend, params, data, beam, max_len, length_penalty, progress,
-                                                   batch_tokens, width_limit(config))
+                                                   batch_tokens, width_limit(config), **search)
     correct = sum(sum(a == b for a, b in zip(o, r)) for o, r in zip(outputs, references))
     rows, streams = references_by_source(data.texts)
     hypotheses = [tgt_vocab.decode(outputs[row]) for row in rows]

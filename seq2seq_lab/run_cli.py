@@ -300,7 +300,7 @@ def run_evaluate(args) -> int:
     translator = load_run(args.run, args.backend, args.checkpoint)
     with compile_cache_of(translator.backend, args):
         scores = translator.score(data, beam=args.beam, length_penalty=args.length_penalty,
-                                  progress=not args.no_progress, batch_tokens=args.batch_tokens)
+                                  progress=not args.no_progress, batch_tokens=args.batch_tokens, **search_options(args))
     if args.json:
         print(json.dumps(scores, indent=1))
     else:
@@ -337,6 +337,16 @@ def add_translate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-len-a", type=non_negative_float, default=None, metavar="A",
+                        help="with --max-len-b: each output's length limit A * (source pieces) + B (fairseq's "
+                             "convention; MATH.md (N3)), below --max-len; off by default (changes the search: a "
+                             "limit stops a sentence sooner)")
+    parser.add_argument("--max-len-b", type=non_negative_int, default=None, metavar="B",
+                        help="the constant B of that limit (alone: a limit of B tokens for every sentence)")
+    parser.add_argument("--early-stop", action="store_true",
+                        help="beam search ends a sentence once --beam hypotheses have finished (fairseq's and "
+                             "CTranslate2's rule, MATH.md (N4)): faster, but it may miss a better, longer "
+                             "hypothesis that the default, exact stop (N2) finds")
     parser.add_argument("--batch-tokens", type=positive_int, default=DEFAULT_BATCH_TOKENS, metavar="N",
                         help="source tokens (padding included) per decoding batch; sentences are decoded longest "
                              "first in batches of similar length, and each output is that of decoding its "
@@ -344,6 +354,11 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-compile-cache", action="store_true", help=NO_COMPILE_CACHE_HELP)
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar (there is one only while stderr is a terminal)")
+
+
+def search_options(args) -> dict:
+    """The decoding options of add_decoding_arguments, as Translator.decode takes them."""
+    return dict(max_len_a=args.max_len_a, max_len_b=args.max_len_b, early_stop=args.early_stop)
 
 
 def compile_cache_of(backend: str, args) -> contextlib.AbstractContextManager:
@@ -430,7 +445,8 @@ def run_translate(args) -> int:
     with compile_cache_of(translator.backend, args):
         translations = translator.decode(texts, beam=args.beam, length_penalty=args.length_penalty,
                                          n_best=args.n_best or 1, max_len=args.max_len, unseen=args.unseen,
-                                         progress=not args.no_progress, batch_tokens=args.batch_tokens)
+                                         progress=not args.no_progress, batch_tokens=args.batch_tokens,
+                                         **search_options(args))
     lines = output_lines(translations, args.n_best)
     if output is None:
         for line in lines:
@@ -446,13 +462,30 @@ def run_translate(args) -> int:
     return 0
 
 
-def positive_int(text: str) -> int:
+def int_at_least(low: int):
+    """An argparse type: an int >= low."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an int >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int, non_negative_int = int_at_least(1), int_at_least(0)
+
+
+def non_negative_float(text: str) -> float:
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return value
 
 

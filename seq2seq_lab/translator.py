@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from seq2seq_ref.decode import DEFAULT_LENGTH_PENALTY
-from seq2seq_ref.validation import check_decode_args
+from seq2seq_ref.decode import DEFAULT_LENGTH_PENALTY, check_length_limit
+from seq2seq_ref.validation import check_decode_args, check_flag
 
 from .backends import OptimiserSettings, jax_available, make_backend
 from .checkpoint import Checkpoint, CheckpointError, averaged_checkpoint, best_checkpoint, latest_checkpoint, \
@@ -155,7 +155,8 @@ class Translator:
         return self._data.max_len
 
     def translate(self, texts, beam=1, length_penalty=DEFAULT_LENGTH_PENALTY, n_best=1, max_len=None, unseen=None,
-                  progress=False, batch_tokens=DEFAULT_BATCH_TOKENS):
+                  progress=False, batch_tokens=DEFAULT_BATCH_TOKENS, max_len_a=None, max_len_b=None,
+                  early_stop=False):
         """Translations of texts: a str gives a str, a list (or other iterable) of str a list.
 
         beam: 1 decodes greedily, more searches that many hypotheses; length_penalty: alpha of beam search's
@@ -166,16 +167,22 @@ class Translator:
         progress: a bar on stderr when it is a terminal; batch_tokens: source tokens (padding included) per
         decoding batch. Inputs are decoded longest first in batches of similar lengths; the outputs come back in
         input order, and are those of decoding each input alone (scores and weights to float rounding).
+        max_len_a, max_len_b: each output's length limit a * |source pieces| + b (fairseq's convention; MATH.md
+        (N3)), below max_len; off (None) by default. early_stop: beam search ends a sentence once beam
+        hypotheses have finished ((N4), fairseq's and CTranslate2's rule: faster, but it may miss a better,
+        longer hypothesis that the default exact stop (N2) finds).
 
         A blank input gives "" (with n_best > 1, no hypotheses), as does one with nothing left once unseen
         characters are dropped (with a warning); every other warning names its input too.
         """
-        results = self.decode(texts, beam, length_penalty, n_best, max_len, unseen, progress, batch_tokens)
+        results = self.decode(texts, beam, length_penalty, n_best, max_len, unseen, progress, batch_tokens,
+                              max_len_a, max_len_b, early_stop)
         outputs = [result.text if n_best == 1 else list(result.hypotheses) for result in results]
         return outputs[0] if isinstance(texts, str) else outputs
 
     def decode(self, texts, beam=1, length_penalty=DEFAULT_LENGTH_PENALTY, n_best=1, max_len=None, unseen=None,
-               progress=False, batch_tokens=DEFAULT_BATCH_TOKENS) -> list[Translation]:
+               progress=False, batch_tokens=DEFAULT_BATCH_TOKENS, max_len_a=None, max_len_b=None,
+               early_stop=False) -> list[Translation]:
         """translate(), with all that decoding gave: a Translation per input (one for a str), in order."""
         texts = _texts(texts)
         beam, n_best = _count(beam, "beam"), _count(n_best, "n_best")
@@ -186,6 +193,7 @@ class Translator:
         max_len = self.max_len if max_len is None else max_len
         check_decode_args(max_len, beam, length_penalty, self.config, self._dtype)  # the library's bounds, first
         max_len, length_penalty = int(max_len), float(length_penalty)  # NumPy scalars as Python numbers
+        search = _search(max_len_a, max_len_b, early_stop)
         unseen = self._unseen(unseen)
         read, sources = [], []
         for text in texts:
@@ -197,7 +205,7 @@ class Translator:
         rows = [row for row, ids in enumerate(sources) if ids]
         found, weights = decode_ids(self._engine, self._params, [sources[row] for row in rows], max_len, beam=beam,
                                     length_penalty=length_penalty, n_best=n_best, progress=progress,
-                                    batch_tokens=batch_tokens, max_width=width_limit(self.config))
+                                    batch_tokens=batch_tokens, max_width=width_limit(self.config), **search)
         decoded = dict(zip(rows, zip(found, weights)))
         results = []
         for row, kept in enumerate(read):
@@ -209,19 +217,21 @@ class Translator:
         return results
 
     def score(self, data, beam=1, length_penalty=DEFAULT_LENGTH_PENALTY, with_perplexity=True,
-              progress=False, batch_tokens=DEFAULT_BATCH_TOKENS) -> dict:
+              progress=False, batch_tokens=DEFAULT_BATCH_TOKENS, max_len_a=None, max_len_b=None,
+              early_stop=False) -> dict:
         """The scores of `seq2seq evaluate` (exact match, token accuracy, perplexity, BLEU and chrF with their
         signatures, ...), with the checkpoint's path and the pairs dropped for length.
 
         data: (source, reference) pairs, or the name of one of the run's own splits ("test", "valid", "train"),
         made again from its data (files refused where they changed since training). Pairs are lowercased where
         the run was, and those with a side longer than the run's --max-len, or a blank source, are dropped
-        (with a warning); decoding stops at the run's --max-len. beam, length_penalty, progress, batch_tokens: as
-        translate().
+        (with a warning); decoding stops at the run's --max-len. beam, length_penalty, progress, batch_tokens,
+        max_len_a, max_len_b, early_stop: as translate().
         """
         beam, batch_tokens = _count(beam, "beam"), _count(batch_tokens, "batch_tokens")
         check_decode_args(self.max_len, beam, length_penalty, self.config, self._dtype)
         length_penalty = float(length_penalty)
+        search = _search(max_len_a, max_len_b, early_stop)
         name, pairs = (data, self._split(data)) if isinstance(data, str) else ("given", _pairs(data))
         encoded, dropped = encode_splits({name: self._data.prepare(pairs)}, self._src_vocab, self._tgt_vocab,
                                          self.max_len)
@@ -230,7 +240,7 @@ class Translator:
                           f"--max-len {self.max_len} tokens (or a blank source)", stacklevel=2)
         scores = evaluate(self._engine, self._params, self.config, encoded[name], self._tgt_vocab, beam=beam,
                           with_perplexity=with_perplexity, max_len=self.max_len, length_penalty=length_penalty,
-                          progress=progress, batch_tokens=batch_tokens)
+                          progress=progress, batch_tokens=batch_tokens, **search)
         return {**scores, "checkpoint": str(self.checkpoint_path), "dropped": dropped[name]}
 
     def _split(self, name: str) -> list[tuple[str, str]]:
@@ -297,6 +307,12 @@ def _pairs(pairs) -> list[tuple[str, str]]:
             raise ValueError(f"data[{number}]: expected a (source, reference) pair of str, got {pair!r}")
         _texts(pair, f"data[{number}]")
     return [tuple(pair) for pair in pairs]
+
+
+def _search(max_len_a, max_len_b, early_stop) -> dict:
+    """The search options, checked before any work (the libraries' own checks, and messages)."""
+    check_length_limit(max_len_a, max_len_b)
+    return dict(max_len_a=max_len_a, max_len_b=max_len_b, early_stop=check_flag(early_stop, "early_stop"))
 
 
 def _count(value, name: str) -> int:

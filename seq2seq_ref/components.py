@@ -26,7 +26,8 @@ class Memory(NamedTuple):
     keys:     [B, S, K]  the top encoder layer's outputs (annotations)
     src_mask: bool[B, S] False on source padding
     derived:  dict of arrays the connection precomputes from keys (Bahdanau's keys W_k, multi-head's
-              per-head keys and values); {} when it needs none
+              per-head keys and values; the Transformer decoder's cross-attention keys and values); {} when
+              it needs none
     """
 
     keys: np.ndarray
@@ -54,7 +55,8 @@ class Cell:
     #                            instead of being run layer by layer and direction by direction
     own_decoder: bool = False  # True: likewise for the decoder (decoder_param_shapes, decoder_init_param,
     #                            decoder_dropout_shapes, initial_states, decoder_forward, decoder_backward,
-    #                            decoder_step), reading the encoder through its own attention (no connection)
+    #                            decoder_memory, decoder_step), reading the encoder through its own attention
+    #                            (no connection)
     uses_heads: bool = False   # True: config.num_heads is this family's too
     uses_positions: bool = False  # True: it adds positions to √d-scaled embeddings, initialised N(0, 1/d)
 

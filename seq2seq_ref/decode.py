@@ -19,10 +19,11 @@ from .encoder import bridge_forward, encoder_forward
 from .params import tied_views
 from .registry import CONNECTIONS
 from .layers import log_softmax
-from .validation import check_decode_inputs
+from .validation import check_decode_inputs, check_flag
 
 # alpha of (N1) where none is given: GNMT's 0.6 (Wu et al. 2016), the default of both libraries and the CLI
 DEFAULT_LENGTH_PENALTY = 0.6
+SHORTLIST = 8  # candidates per beam slot that beam search ranks exactly (best_candidates)
 
 
 def encode(params, config, src, src_lengths):
@@ -45,6 +46,16 @@ def step_log_probs(params, config, tokens, states, memory: Memory):
     return log_p, states, alpha
 
 
+def check_length_limit(max_len_a=None, max_len_b=None) -> None:
+    """max_len_a a finite real >= 0 or None, max_len_b an int >= 0 or None ((N3), length_limits)."""
+    if (max_len_a is not None and (isinstance(max_len_a, (bool, np.bool_)) or not isinstance(max_len_a, numbers.Real)
+                                   or not 0 <= max_len_a < math.inf)):
+        raise ValueError(f"max_len_a: expected a finite real >= 0 or None, got {max_len_a!r}")
+    if max_len_b is not None and (isinstance(max_len_b, (bool, np.bool_))
+                                  or not isinstance(max_len_b, (int, np.integer)) or max_len_b < 0):
+        raise ValueError(f"max_len_b: expected an int >= 0 or None, got {max_len_b!r}")
+
+
 def length_limits(src_lengths, max_len, max_len_a=None, max_len_b=None):
     """(N3) each sentence's longest output, EOS counted: int[B].
 
@@ -53,17 +64,23 @@ def length_limits(src_lengths, max_len, max_len_a=None, max_len_b=None):
     max_len_a: a finite real >= 0 or None; max_len_b: an int >= 0 or None.
     """
     src_lengths = np.asarray(src_lengths)
-    if (max_len_a is not None and (isinstance(max_len_a, (bool, np.bool_)) or not isinstance(max_len_a, numbers.Real)
-                                   or not 0 <= max_len_a < math.inf)):
-        raise ValueError(f"max_len_a: expected a finite real >= 0 or None, got {max_len_a!r}")
-    if max_len_b is not None and (isinstance(max_len_b, (bool, np.bool_))
-                                  or not isinstance(max_len_b, (int, np.integer)) or max_len_b < 0):
-        raise ValueError(f"max_len_b: expected an int >= 0 or None, got {max_len_b!r}")
+    check_length_limit(max_len_a, max_len_b)
     if max_len_a is None and max_len_b is None:
         return np.full(src_lengths.shape, max_len, dtype=np.int64)
     # a huge b is capped before it meets a float, so it never overflows
     limit = np.floor(float(max_len_a or 0) * src_lengths + min(int(max_len_b or 0), max_len))
     return np.clip(limit, 1, max_len).astype(np.int64)
+
+
+def take_rows(memory: Memory, rows) -> Memory:
+    """The memory of the given rows int[N] only (the sentences still decoding)."""
+    return Memory(memory.keys[rows], memory.src_mask[rows], {k: v[rows] for k, v in memory.derived.items()})
+
+
+def shrinks(done_in_work) -> bool:
+    """Whether the working set leaves out its done sentences now: once a quarter of it is done, so that the
+    memory and states are copied O(log B) times while done sentences cost at most a third more work."""
+    return 4 * done_in_work.sum() >= len(done_in_work)
 
 
 def greedy_decode(params, config, src, src_lengths, max_len, *, max_len_a=None, max_len_b=None):
@@ -74,6 +91,7 @@ def greedy_decode(params, config, src, src_lengths, max_len, *, max_len_a=None, 
     by default.
     Returns tokens int[B, max_len] (EOS included, pad after it and past the limit) and the
     attention weights [B, max_len, S] (0 after EOS), or None without attention.
+    Finished sentences leave the batch (shrinks): rows are independent, so that changes no result.
     """
     src, src_lengths = check_decode_inputs(params, config, src, src_lengths, max_len)
     limits = length_limits(src_lengths, max_len, max_len_a, max_len_b)
@@ -85,15 +103,20 @@ def greedy_decode(params, config, src, src_lengths, max_len, *, max_len_a=None, 
     weights = np.zeros((B, max_len, S), dtype=memory.keys.dtype) if has_weights else None
     previous = np.full(B, config.bos_id)
     finished = np.zeros(B, dtype=bool)
+    work = np.arange(B)  # the sentences whose rows states, memory and previous hold
     for t in range(limits.max()):
         log_p, states, alpha = step_log_probs(params, config, previous, states, memory)
-        previous = np.where(finished, config.pad_id, log_p.argmax(axis=1))
-        tokens[:, t] = previous
+        previous = np.where(finished[work], config.pad_id, log_p.argmax(axis=1))
+        tokens[work, t] = previous
         if weights is not None:
-            weights[:, t] = np.where(finished[:, None], 0.0, alpha)
-        finished |= (previous == config.eos_id) | (t + 1 >= limits)
+            weights[work, t] = np.where(finished[work, None], 0.0, alpha)
+        finished[work] |= (previous == config.eos_id) | (t + 1 >= limits[work])
         if finished.all():
             break
+        if shrinks(finished[work]):
+            keep = np.flatnonzero(~finished[work])
+            work, previous, memory = work[keep], previous[keep], take_rows(memory, keep)
+            states = [tuple(s[keep] for s in state) for state in states]
     return tokens, weights
 
 
@@ -113,6 +136,27 @@ def rank_candidates(candidates, step_log_p):
     return np.lexsort((index, -step_log_p, -candidates), axis=-1)
 
 
+def best_candidates(candidates, step_log_p, count, shortlist):
+    """rank_candidates(candidates, step_log_p)[:, :count], [B, count], ranking a shortlist per row.
+
+    Ranking all K * V candidates of a row every step is most of beam search's time; a partition takes each
+    row's `shortlist` best scores (in any order), and only those are ranked.  That is exact whenever the
+    shortlist's lowest score is below the count-th best ranked: every candidate left off scores at most
+    that lowest score.  A row where it is not (ties across the cut, or too few finite scores) is ranked in
+    full.  The JAX twin checks the same condition.
+    """
+    if shortlist >= candidates.shape[1]:
+        return rank_candidates(candidates, step_log_p)[:, :count]
+    listed = np.argpartition(-candidates, shortlist - 1, axis=1)[:, :shortlist]
+    values = np.take_along_axis(candidates, listed, axis=1)
+    order = np.lexsort((listed, -np.take_along_axis(step_log_p, listed, axis=1), -values), axis=-1)[:, :count]
+    best = np.take_along_axis(listed, order, axis=1)
+    exact = values.min(axis=1) < np.take_along_axis(values, order[:, -1:], axis=1)[:, 0]
+    if not exact.all():
+        best[~exact] = rank_candidates(candidates[~exact], step_log_p[~exact])[:, :count]
+    return best
+
+
 def final_order(finished_scores, live_scores):
     """Indices into [finished; live] [B, 2K]: finished hypotheses first, then unfinished, each by score;
     empty slots (score -inf) last."""
@@ -123,7 +167,7 @@ def final_order(finished_scores, live_scores):
 
 
 def beam_search(params, config, src, src_lengths, beam_size, max_len, length_penalty=DEFAULT_LENGTH_PENALTY, *,
-                max_len_a=None, max_len_b=None):
+                max_len_a=None, max_len_b=None, early_stop=False):
     """Beam search with a separate set of finished hypotheses (as fairseq and OpenNMT; MATH.md "Decoding").
 
     Each step ranks the K * V extensions of the K live prefixes and takes the best 2K. An EOS among the
@@ -136,10 +180,14 @@ def beam_search(params, config, src, src_lengths, beam_size, max_len, length_pen
     length_penalty: alpha of (N1), a finite real >= 0 (0: scores are log-probabilities).
     max_len_a, max_len_b: the limit n = a * |source| + b below max_len ((N3), length_limits); off (n =
     max_len) by default.
+    early_stop: also done once the finished set is full (beam_size hypotheses; (N4), fairseq's and
+    CTranslate2's rule): faster, but a longer hypothesis that would have scored better can be missed, as the
+    (N2) bound cannot be.
     Returns tokens int[B, beam_size, max_len] (pad after EOS) and scores [B, beam_size], best first.
     """
     src, src_lengths = check_decode_inputs(params, config, src, src_lengths, max_len, beam_size, length_penalty)
     limits = length_limits(src_lengths, max_len, max_len_a, max_len_b)
+    early_stop = check_flag(early_stop, "early_stop")
     length_penalty = float(length_penalty)  # a Python float: a NumPy scalar would set the normaliser's dtype
     params = tied_views(params, config)  # (W1)
     memory, states = encode(params, config, src, src_lengths)
@@ -156,38 +204,46 @@ def beam_search(params, config, src, src_lengths, beam_size, max_len, length_pen
     live_length = np.zeros(B, dtype=np.int64)
     done = np.zeros(B, dtype=bool)
     previous = np.full(B * K, config.bos_id)
-    rows = np.arange(B)[:, None]
     best_bound = length_normaliser(limits.astype(dtype), length_penalty)  # (N2), in the scores' dtype
+    work = np.arange(B)  # the sentences whose K rows each states, memory and previous hold
     for t in range(limits.max()):
+        n, rows = len(work), np.arange(len(work))[:, None]
         step, states, _ = step_log_probs(params, config, previous, states, memory)
-        step = step.reshape(B, K * V)
-        candidates = (live_log_p[..., None] + step.reshape(B, K, V)).reshape(B, K * V)
-        top = rank_candidates(candidates, step)[:, : 2 * K]
+        step = step.reshape(n, K * V)
+        candidates = (live_log_p[work][..., None] + step.reshape(n, K, V)).reshape(n, K * V)
+        top = best_candidates(candidates, step, 2 * K, SHORTLIST * K)  # = rank_candidates(...)[:, :2K]
         top_log_p, beam, token = np.take_along_axis(candidates, top, axis=1), top // V, top % V
-        extended = live_tokens[rows, beam]
+        extended = live_tokens[work[:, None], beam]
         extended[:, :, t] = token
         # finish: an EOS among the first K
         ends = (token[:, :K] == config.eos_id) & np.isfinite(top_log_p[:, :K])
         normaliser = length_normaliser(dtype.type(t + 1), length_penalty)
         new_scores = np.where(ends, top_log_p[:, :K] / normaliser, -np.inf)
-        pooled_scores = np.concatenate([finished_scores, new_scores], axis=1)
-        pooled_tokens = np.concatenate([finished_tokens, extended[:, :K]], axis=1)
+        pooled_scores = np.concatenate([finished_scores[work], new_scores], axis=1)
+        pooled_tokens = np.concatenate([finished_tokens[work], extended[:, :K]], axis=1)
         kept = np.argsort(-pooled_scores, axis=1, kind="stable")[:, :K]
         # continue: the first K that do not end
         live = np.argsort(token == config.eos_id, axis=1, kind="stable")[:, :K]
-        update = ~done[:, None]
-        finished_scores = np.where(update, np.take_along_axis(pooled_scores, kept, axis=1), finished_scores)
-        finished_tokens = np.where(update[..., None], pooled_tokens[rows, kept], finished_tokens)
-        live_log_p = np.where(update, np.take_along_axis(top_log_p, live, axis=1), live_log_p)
-        live_tokens = np.where(update[..., None], extended[rows, live], live_tokens)
-        live_length = np.where(done, live_length, t + 1)
-        live_beam = np.take_along_axis(beam, live, axis=1)
-        source_rows = (rows * K + live_beam).reshape(-1)
-        states = [tuple(s[source_rows] for s in state) for state in states]
-        previous = np.take_along_axis(token, live, axis=1).reshape(-1)
-        done |= (live_log_p.max(axis=1) / best_bound <= finished_scores[:, 0]) | (t + 1 >= limits)  # (N2), (N3)
+        update = ~done[work, None]
+        finished_scores[work] = np.where(update, np.take_along_axis(pooled_scores, kept, axis=1),
+                                         finished_scores[work])
+        finished_tokens[work] = np.where(update[..., None], pooled_tokens[rows, kept], finished_tokens[work])
+        live_log_p[work] = np.where(update, np.take_along_axis(top_log_p, live, axis=1), live_log_p[work])
+        live_tokens[work] = np.where(update[..., None], extended[rows, live], live_tokens[work])
+        live_length[work] = np.where(done[work], live_length[work], t + 1)
+        done[work] |= ((live_log_p[work].max(axis=1) / best_bound[work] <= finished_scores[work, 0])  # (N2)
+                       | (t + 1 >= limits[work])                                                    # (N3)
+                       | (early_stop & np.isfinite(finished_scores[work, -1])))                     # (N4)
         if done.all():
             break
+        keep = np.flatnonzero(~done[work]) if shrinks(done[work]) else np.arange(n)
+        live_beam = np.take_along_axis(beam, live, axis=1)[keep]
+        source_rows = (keep[:, None] * K + live_beam).reshape(-1)  # follow the live beams, keep's sentences
+        states = [tuple(s[source_rows] for s in state) for state in states]
+        previous = np.take_along_axis(token, live, axis=1)[keep].reshape(-1)
+        if len(keep) < n:
+            work, memory = work[keep], take_rows(memory, (keep[:, None] * K + np.arange(K)).reshape(-1))
+    rows = np.arange(B)[:, None]
     live_scores = live_log_p / length_normaliser(live_length.astype(dtype), length_penalty)[:, None]
     order = final_order(finished_scores, live_scores)[:, :K]
     all_tokens = np.concatenate([finished_tokens, live_tokens], axis=1)

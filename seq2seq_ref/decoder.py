@@ -18,10 +18,11 @@ from .registry import CELLS, CONNECTIONS
 
 
 def make_memory(keys, src_mask, params, config) -> Memory:
-    """What the connection reads, with what it precomputes once per sentence (e.g. (A0)); a decoder family
-    with its own stack reads the keys itself."""
-    if CELLS[config.decoder].own_decoder:
-        return Memory(keys, src_mask, {})
+    """What the connection reads, with what it precomputes once per sentence (e.g. (A0)); for a decoder
+    family with its own stack, what its decoding steps precompute (decoder_memory)."""
+    cell = CELLS[config.decoder]
+    if cell.own_decoder:
+        return Memory(keys, src_mask, cell.decoder_memory(keys, params, config))
     return Memory(keys, src_mask, CONNECTIONS[config.attention].memory_forward(keys, params))
 
 
@@ -131,10 +132,10 @@ def decoder_forward(y, tgt_lengths, init_states, keys, src_mask, params, config,
     cell, connection = CELLS[config.decoder], CONNECTIONS[config.attention]
     T = y.shape[1]
     layer_masks = [dropout_masks.get(f"decoder/l{layer}") for layer in range(config.num_layers)]
-    memory = make_memory(keys, src_mask, params, config)
-    if cell.own_decoder:
+    if cell.own_decoder:  # it reads the keys through its own attention
         features, alpha, cache = cell.decoder_forward(y, keys, src_mask, params, config, dropout_masks)
-        return features, alpha, ("own", config, memory, params, cache)
+        return features, alpha, ("own", config, None, params, cache)
+    memory = make_memory(keys, src_mask, params, config)
     if connection.feeds_input or config.input_feeding:  # a step's input depends on the step before
         step_masks = np.arange(T)[None, :] < tgt_lengths[:, None]
         states, step_caches, features, alphas = init_states, [], [], []

@@ -18,7 +18,8 @@ import numpy as np
 
 from .components import Cell
 from .transformer_decoder import (
-    decoder_block_param_shapes, transformer_decoder_backward, transformer_decoder_forward, transformer_decoder_step,
+    decoder_block_param_shapes, transformer_decoder_backward, transformer_decoder_forward, transformer_decoder_memory,
+    transformer_decoder_step,
 )
 from .layers import dropout_backward, dropout_forward
 from .transformer_layers import (
@@ -201,9 +202,12 @@ class Transformer(Cell):
 
     @staticmethod
     def initial_states(batch_size, config, dtype):
-        """The decoding state: the embedded prefix [B, t, E], empty at first."""
-        return [(np.zeros((batch_size, 0, config.embed_dim), dtype),)]
+        """The decoding state: each block's self-attention keys and values of the prefix [B, heads, t, d_h],
+        empty at first."""
+        shape = (batch_size, config.num_heads, 0, config.hidden_dim // config.num_heads)
+        return [(np.zeros(shape, dtype), np.zeros(shape, dtype)) for _ in range(config.num_layers)]
 
     decoder_forward = staticmethod(transformer_decoder_forward)
     decoder_backward = staticmethod(transformer_decoder_backward)
+    decoder_memory = staticmethod(transformer_decoder_memory)
     decoder_step = staticmethod(transformer_decoder_step)

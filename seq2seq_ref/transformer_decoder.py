@@ -6,9 +6,10 @@
     y ← y + drop(FFN(LN_3(y)))                          (T12) each block l
     f = LN_f(y)                                         (T13) the features the output layer reads
 
-Training runs every position at once.  Decoding (decoder_step_forward) keeps
-the embedded prefix as the state and recomputes the whole prefix each step: the
-simplest correct form, O(t) per step; the JAX twin caches keys and values.
+Training runs every position at once.  Decoding (transformer_decoder_step)
+runs one position per step: its state is each block's self-attention keys and
+values of the prefix, and the cross-attention's keys and values are projected
+once per sentence (transformer_decoder_memory), as in the JAX twin.
 """
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ import math
 import numpy as np
 
 from .layers import dropout_backward, dropout_forward
+from .connections.multihead import split_heads
 from .transformer_layers import (
-    attention_backward, attention_forward, feed_forward_backward, feed_forward_forward, layer_norm_backward,
-    layer_norm_forward, self_attention_backward, self_attention_forward, sinusoidal_positions,
+    attention_backward, attention_forward, attention_over, feed_forward_backward, feed_forward_forward,
+    layer_norm_backward, layer_norm_forward, linear, self_attention_backward, self_attention_forward,
+    sinusoidal_positions,
 )
 
 ATTENTION = ("W_q", "b_q", "W_k", "b_k", "W_v", "b_v", "W_o", "b_o")
@@ -114,11 +117,45 @@ def transformer_decoder_backward(dfeatures, cache):
     return math.sqrt(d) * dx, dkeys, grads                                                 # (T9')
 
 
-def transformer_decoder_step(y_t, states, memory, params, config):
-    """One decoding step by recomputing the prefix: y_t [B, d]; states [(prefix [B, t, d],)].
+def transformer_decoder_memory(keys, params, config):
+    """Each block's cross-attention keys and values, projected once per sentence for decoding:
+    keys [B, S, K] -> {"l{layer}/K", "l{layer}/V": [B, heads, S, d_h]}."""
+    derived = {}
+    for layer in range(config.num_layers):
+        p = _block_params(params, layer)
+        for name in ("K", "V"):
+            derived[f"l{layer}/{name}"] = split_heads(
+                linear(keys, p[f"cross/W_{name.lower()}"], p[f"cross/b_{name.lower()}"]), config.num_heads)
+    return derived
 
-    Returns the feature [B, d] of the new last position, the new states and its weights [B, S].
+
+def transformer_decoder_step(y_t, states, memory, params, config):
+    """One decoding position t: the blocks of transformer_decoder_forward at the last position only.
+
+    y_t: [B, d] embedded previous token; states: per block (K, V) [B, heads, t, d_h], the self-attention
+    keys and values of the prefix (none at t = 0); memory.derived: transformer_decoder_memory's.
+    Position t's output depends on earlier positions only through their keys and values (T10 is causal),
+    so each step costs one position where recomputing the prefix costs t.
+    Returns the feature [B, d] at t, the states with position t appended, and its weights [B, S] (the last
+    block's cross-attention, averaged over heads).
     """
-    prefix = np.concatenate([states[0][0], y_t[:, None]], axis=1)
-    features, alpha, _ = transformer_decoder_forward(prefix, memory.keys, memory.src_mask, params, config, {})
-    return features[:, -1], [(prefix,)], alpha[:, -1]
+    t, d, heads = states[0][0].shape[2], y_t.shape[1], config.num_heads
+    x = math.sqrt(d) * y_t[:, None] + sinusoidal_positions(t + 1, d, y_t.dtype)[t]       # (T9) at position t
+    source = memory.src_mask[:, None, None, :]
+    new_states = []
+    for layer, (K, V) in enumerate(states):
+        p = _block_params(params, layer)
+        a, _ = layer_norm_forward(x, p["ln_1/gamma"], p["ln_1/beta"])
+        K = np.concatenate([K, split_heads(linear(a, p["self/W_k"], p["self/b_k"]), heads)], axis=2)
+        V = np.concatenate([V, split_heads(linear(a, p["self/W_v"], p["self/b_v"]), heads)], axis=2)
+        s, _ = attention_over(a, K, V, True, *(p[f"self/{n}"] for n in ("W_q", "b_q", "W_o", "b_o")), heads)
+        x = x + s                                                                          # (T10) t sees <= t
+        b, _ = layer_norm_forward(x, p["ln_2/gamma"], p["ln_2/beta"])
+        c, alpha = attention_over(b, memory.derived[f"l{layer}/K"], memory.derived[f"l{layer}/V"], source,
+                                  *(p[f"cross/{n}"] for n in ("W_q", "b_q", "W_o", "b_o")), heads)
+        x = x + c                                                                          # (T11)
+        g, _ = layer_norm_forward(x, p["ln_3/gamma"], p["ln_3/beta"])
+        x = x + feed_forward_forward(g, *(p[f"ffn/{n}"] for n in FFN))[0]                  # (T12)
+        new_states.append((K, V))
+    feature, _ = layer_norm_forward(x[:, 0], params["decoder/ln_f/gamma"], params["decoder/ln_f/beta"])  # (T13)
+    return feature, new_states, alpha[:, :, 0].mean(axis=1)

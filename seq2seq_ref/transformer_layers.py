@@ -104,11 +104,26 @@ def attention_forward(x, memory, mask, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, n
     d_head = W_q.shape[1] // num_heads
     Q = split_heads(linear(x, W_q, b_q), num_heads)
     K, V = (split_heads(linear(memory, W, b), num_heads) for W, b in ((W_k, b_k), (W_v, b_v)))
-    alpha = masked_softmax(Q @ K.transpose(0, 1, 3, 2) / math.sqrt(d_head), mask)  # a Python float keeps Q's dtype
+    alpha = attention_weights(Q, K, mask)
     dropped = dropout_forward(alpha, weight_keep)
     heads = merge_heads(dropped @ V)
     cache = (x, memory, Q, K, V, alpha, dropped, weight_keep, heads, W_q, W_k, W_v, W_o, d_head)
     return linear(heads, W_o, b_o), alpha, cache
+
+
+def attention_weights(Q, K, mask):
+    """(T4) alpha = softmax(Q K^T / sqrt(d_h)), masked: Q [B, heads, T, d_h], K [B, heads, S, d_h] -> [B, heads, T, S]."""
+    return masked_softmax(Q @ K.transpose(0, 1, 3, 2) / math.sqrt(Q.shape[-1]), mask)  # a Python float keeps Q's dtype
+
+
+def attention_over(x, K, V, mask, W_q, b_q, W_o, b_o, num_heads):
+    """(T4) for decoding, over keys and values already projected and split (the decoder's caches).
+
+    x: [B, T, d]; K, V: [B, heads, S, d_h]; mask: bool, broadcastable to [B, heads, T, S].
+    Returns y [B, T, d] and the weights alpha [B, heads, T, S]; no dropout, no cache.
+    """
+    alpha = attention_weights(split_heads(linear(x, W_q, b_q), num_heads), K, mask)
+    return linear(merge_heads(alpha @ V), W_o, b_o), alpha
 
 
 def attention_backward(dy, cache):

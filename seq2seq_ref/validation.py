@@ -17,7 +17,7 @@ from .config import ModelConfig
 from .params import check_params
 
 __all__ = ["MAX_DECODE_LEN", "check_batch", "check_config", "check_decode_args", "check_decode_inputs",
-           "check_dropout_rng", "check_id_sequences", "check_lengths", "check_params", "check_source", "check_tokens"]
+           "check_dropout_rng", "check_flag", "check_id_sequences", "check_lengths", "check_params", "check_source", "check_tokens"]
 
 
 # The longest output decoding may be asked for.  Every decoder allocates buffers in proportion to max_len
@@ -54,6 +54,13 @@ def check_decode_args(max_len, beam_size=None, length_penalty=None, config: Mode
             raise ValueError(f"length_penalty: expected at most {bound:.4g} with max_len = {max_len}, where the "
                              f"length normaliser ((5 + max_len) / 6) ** length_penalty stays below half the largest "
                              f"{np.dtype(dtype).name}, got {length_penalty!r}")
+
+
+def check_flag(value, name: str) -> bool:
+    """A bool (NumPy's too), as a Python bool; anything else (1, "yes", None) is refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
 
 
 def check_dropout_rng(config: ModelConfig, dropout_rng) -> None:

@@ -75,6 +75,27 @@ def test_translate_takes_a_str_or_a_list_and_agrees_with_the_command(translator,
     assert translator.translate(("a", "bird"), beam=2) == translator.translate(iter(["a", "bird"]), beam=2)
 
 
+def test_search_options_reach_the_search_and_the_command(translator, word_run, capsys):
+    """max_len_a/max_len_b (N3) and early_stop (N4) give what the library's beam search gives with them, from
+    the API and from translate/evaluate; bad values are refused before any decoding, naming the option."""
+    src = np.array([translator.src_vocab.encode("the cat sees")])
+    params = load_checkpoint(translator.checkpoint_path).params
+    options = dict(max_len_a=0.5, max_len_b=1, early_stop=True)
+    tokens, scores = beam_search(params, translator.config, src, np.array([3]), 3, translator.max_len, 0.6, **options)
+    hypotheses = translator.translate("the cat sees", beam=3, n_best=3, **options)
+    assert [h.score for h in hypotheses] == pytest.approx(scores[0].tolist(), rel=1e-6)
+    assert all(len(h.tokens) <= 2 for h in hypotheses)  # floor(0.5 * 3 + 1) = 2 tokens, EOS included
+    assert cli(capsys, "translate", "--run", str(word_run), "--beam", "3", "--max-len-a", "0.5", "--max-len-b", "1",
+               "--early-stop", "--backend", "numpy", "the cat sees")[1] == hypotheses[0].text + "\n"
+    limited = translator.score([("the cat sees", "a cat")], max_len_b=1, with_perplexity=False)
+    assert limited["bleu_length_ratio"] <= 0.5  # one token allowed: at most one of the reference's two words
+    for bad, message in [(dict(max_len_a=-1.0), "max_len_a: expected"), (dict(max_len_b=2.5), "max_len_b: expected"),
+                         (dict(early_stop="yes"), "early_stop: expected True or False")]:
+        for call in (translator.translate, translator.score):
+            with pytest.raises(ValueError, match=f"^{message}"):
+                call([("the cat sees", "a cat")] if call == translator.score else "the cat sees", **bad)
+
+
 def test_the_translator_says_what_it_loaded_and_is_read_only(translator, word_run):
     best = load_checkpoint(word_run / "best.npz")
     assert translator.checkpoint_path == word_run / "best.npz" and translator.step == best.step
@@ -268,7 +289,7 @@ def test_bleu_of_char_targets_is_100_for_exact_output_and_says_tok_char():
     data, _ = encode_pairs(pairs, vocab, vocab)
 
     class Copy:  # greedy output: the source, then EOS
-        def greedy(self, params, src, lengths, max_len):
+        def greedy(self, params, src, lengths, max_len, **limit):
             out = np.zeros((len(src), max_len), dtype=np.int64)
             for row, (ids, n) in enumerate(zip(src, lengths)):
                 out[row, :n + 1] = [*ids[:n], EOS_ID]

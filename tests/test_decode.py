@@ -4,13 +4,14 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seq2seq_ref
 from seq2seq_ref import ModelConfig, init_params
 from seq2seq_ref.decode import (
-    DEFAULT_LENGTH_PENALTY, beam_search, encode, greedy_decode, length_normaliser, step_log_probs,
+    DEFAULT_LENGTH_PENALTY, beam_search, best_candidates, encode, greedy_decode, length_normaliser, rank_candidates,
+    step_log_probs,
 )
 from tests.helpers import ATTENTIONS, DECODER_NAMES, ENCODER_NAMES, config_with_heads, float64_params, ragged_batch
 
@@ -187,3 +188,16 @@ def test_decoding_in_float32(rng):
     _, weights = greedy_decode(params, config, batch.src, batch.src_lengths, 4)
     _, scores = beam_search(params, config, batch.src, batch.src_lengths, 2, 4)
     assert weights.dtype == np.float32 and scores.dtype == np.float32
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.integers(1, 40), st.sampled_from([0.5, 1.0, 8.0]))
+def test_the_shortlist_ranks_every_row_as_the_full_ranking(seed, count, shortlist, spread):
+    """best_candidates equals rank_candidates' first places row by row: rows whose ties (coarse rounding) or
+    -inf cross the shortlist's cut are ranked in full, the others on the shortlist."""
+    rng = np.random.default_rng(seed)
+    candidates = np.round(-np.abs(rng.standard_normal((6, 60))) * spread) / spread
+    candidates[rng.random((6, 60)) < 0.2] = -np.inf
+    step = np.round(rng.standard_normal((6, 60)))
+    np.testing.assert_array_equal(best_candidates(candidates, step, count, max(shortlist, count)),
+                                  rank_candidates(candidates, step)[:, :count])

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import seq2seq_jax  # noqa: E402
-from seq2seq_jax.decode import _beam_search, _greedy  # noqa: E402
+from seq2seq_jax.decode import BeamState, GreedyState, _beam_run, _encode, _greedy_run  # noqa: E402
 from seq2seq_ref.decode import length_limits, length_normaliser  # noqa: E402
 from seq2seq_jax.train import loss_fn  # noqa: E402
 from seq2seq_ref import init_params  # noqa: E402
@@ -172,6 +172,21 @@ JAX_CASES = ([(config, np.float32) for config in JAX_CONFIGS]
              + [(config, np.float64) for config in covering(JAX_CONFIGS)])
 
 
+def decoding_programs(params, config, src, src_lengths, beam_size, limits, best_bound, max_len=4):
+    """The compiled parts of greedy decoding (beam_size 1) or beam search, run once each: the encoder and a
+    decoding loop from a fresh state."""
+    memory, states = _encode(params, config, src, src_lengths, beam_size, max_len)
+    B, dtype = len(limits), params["output/b"].dtype
+    ids = jnp.zeros((B, beam_size, max_len), jnp.int32)
+    if beam_size == 1:
+        state = GreedyState(jnp.int32(0), ids[:, 0], jnp.zeros((B, max_len, src.shape[1]), dtype), ids[:, 0, 0],
+                            jnp.zeros(B, bool), limits, states)
+        return _greedy_run(params, config, memory, state, max_len, 0)
+    state = BeamState(jnp.int32(0), jnp.zeros((B, beam_size), dtype), ids, ids[:, 0, 0], jnp.zeros(B, bool),
+                      jnp.zeros((B, beam_size), dtype), ids, limits, best_bound, ids[:, :, 0].reshape(-1), states)
+    return _beam_run(params, config, memory, state, max_len, 0, 0.6, False)
+
+
 @pytest.mark.parametrize("config,dtype", JAX_CASES, ids=lambda value: config_id(value) if hasattr(value, "encoder")
                          else np.dtype(value).name)
 def test_the_jax_model_computes_in_its_dtype(config, dtype):
@@ -183,9 +198,10 @@ def test_the_jax_model_computes_in_its_dtype(config, dtype):
     programs = {
         "loss and gradients": jax.make_jaxpr(jax.value_and_grad(partial(loss_fn, config=config, batch=batch)))(
             params, dropout_key=jax.random.key(0)),
-        "greedy": jax.make_jaxpr(partial(_greedy, config=config, max_len=4, limits=limits, **src))(params),
-        "beam": jax.make_jaxpr(partial(_beam_search, config=config, beam_size=2, max_len=4, length_penalty=0.6,
-                                       limits=limits, best_bound=best_bound, **src))(params),
+        "greedy": jax.make_jaxpr(partial(decoding_programs, config=config, beam_size=1, limits=limits,
+                                         best_bound=best_bound, **src))(params),
+        "beam": jax.make_jaxpr(partial(decoding_programs, config=config, beam_size=2, limits=limits,
+                                       best_bound=best_bound, **src))(params),
     }
     for name, program in programs.items():
         wrong = sorted({f"{primitive} -> {found}" for primitive, found in traced_dtypes(program.jaxpr)

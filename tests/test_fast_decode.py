@@ -78,3 +78,64 @@ def test_the_limit_off_is_the_global_cap():
                            max_len_b=MAX_LEN)
     for got, want in zip(explicit, default):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("decoder,attention", [("transformer", "multihead"), ("lstm", "bahdanau")])
+def test_jax_shrinks_the_batch_as_sentences_finish_and_changes_no_result(decoder, attention, monkeypatch):
+    """40 sentences of many lengths: the compiled loop hands the finished ones out and goes on with the live
+    ones in smaller batches (seen happening), and every sentence's tokens, weights and scores are the
+    reference's, which shrinks its own way (by any done quarter)."""
+    import seq2seq_jax.decode as jax_decode
+
+    shrinks = []
+    real_shrink = jax_decode._shrink
+    monkeypatch.setattr(jax_decode, "_shrink", lambda state, memory, keep, *rest: (
+        shrinks.append((len(state.done), len(keep))), real_shrink(state, memory, keep, *rest))[1])
+    config = config_with_heads(src_vocab_size=12, tgt_vocab_size=7, embed_dim=4, hidden_dim=4, attention=attention,
+                               decoder=decoder)
+    params = float64_params(config, 5, scale=1.0)
+    params["output/b"][config.eos_id] += 1.5  # most sentences end within the 20 steps, at many lengths
+    batch = ragged_batch(config, np.random.default_rng(5), batch_size=40, src_len=8)
+    tokens, weights = greedy_decode(params, config, batch.src, batch.src_lengths, 20)
+    jax_tokens, jax_weights = seq2seq_jax.greedy_decode(params, config, batch.src, batch.src_lengths, 20)
+    np.testing.assert_array_equal(jax_tokens, tokens)
+    if weights is not None:
+        np.testing.assert_allclose(jax_weights, weights, rtol=1e-10, atol=1e-13)
+    for early_stop in (False, True):
+        hyps, scores = beam_search(params, config, batch.src, batch.src_lengths, 3, 20, 1.4, early_stop=early_stop)
+        jax_hyps, jax_scores = seq2seq_jax.beam_search(params, config, batch.src, batch.src_lengths, 3, 20, 1.4,
+                                                       early_stop=early_stop)
+        np.testing.assert_array_equal(jax_hyps, hyps)
+        np.testing.assert_allclose(jax_scores, scores, rtol=1e-12)
+    assert shrinks and all(new < old for old, new in shrinks), shrinks
+
+
+@settings(max_examples=4, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from(ATTENTIONS), st.sampled_from(DECODER_NAMES), st.sampled_from([0.0, 1.4]))
+def test_early_stop_ends_a_search_once_its_finished_set_is_full(seed, attention, decoder, alpha):
+    """(N4): the same search, cut where beam_size hypotheses have finished; the exact stop (N2) only runs it on,
+    so its best score is never below the early one's; the two backends agree."""
+    config, params, batch = problem(seed, attention, decoder)
+    exact, exact_scores = beam_search(params, config, batch.src, batch.src_lengths, 2, MAX_LEN, alpha)
+    early, early_scores = beam_search(params, config, batch.src, batch.src_lengths, 2, MAX_LEN, alpha,
+                                      early_stop=True)
+    assert np.all(exact_scores[:, 0] >= early_scores[:, 0])
+    for row, hyps in enumerate(early.tolist()):
+        if all(config.eos_id in hyp for hyp in hyps):  # a full finished set, complete at the longest one's EOS
+            stop = max(hyp.index(config.eos_id) for hyp in hyps) + 1
+            cut, cut_scores = beam_search(params, config, batch.src[row:row + 1], batch.src_lengths[row:row + 1], 2,
+                                          stop, alpha)
+            np.testing.assert_array_equal(cut[0], early[row, :, :stop])
+            np.testing.assert_allclose(cut_scores[0], early_scores[row], rtol=1e-12)
+    jax_early, jax_scores = seq2seq_jax.beam_search(params, config, batch.src, batch.src_lengths, 2, MAX_LEN, alpha,
+                                                    early_stop=True)
+    np.testing.assert_array_equal(np.asarray(jax_early), early)
+    np.testing.assert_allclose(np.asarray(jax_scores), early_scores, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("value", [1, "yes", None])
+def test_early_stop_takes_a_bool_only(value):
+    config, params, batch = problem(0, "luong", "gru")
+    for search in (beam_search, seq2seq_jax.beam_search):
+        with pytest.raises(ValueError, match="^early_stop: expected True or False"):
+            search(params, config, batch.src, batch.src_lengths, 2, MAX_LEN, early_stop=value)

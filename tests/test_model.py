@@ -119,7 +119,7 @@ def test_step_path_equals_parallel_path(attention, decoder, rng):
     tgt_lengths = np.array([4, 1, 2])
     encoder_states = [tuple(rng.standard_normal((B, config.hidden_dim)) for _ in CELLS[config.encoder].state_names)
                       for _ in range(2)]
-    states = bridge_forward(encoder_states, config)  # random recurrent states; a prefix for a Transformer
+    states = bridge_forward(encoder_states, config)  # random recurrent states; an empty cache for a Transformer
     features, alpha, _ = decoder_forward(y, tgt_lengths, states, keys, src_mask, params, config, {})
     memory = make_memory(keys, src_mask, params, config)
     for t in range(T):

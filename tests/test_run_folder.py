@@ -90,7 +90,7 @@ def test_decoding_long_sources_uses_fewer_rows_per_batch(monkeypatch):
     shapes = []
 
     class Recorder:
-        def greedy(self, params, src, lengths, max_len):
+        def greedy(self, params, src, lengths, max_len, **limit):
             shapes.append(src.shape)
             return np.full((src.shape[0], max_len), 2), None
 

@@ -81,7 +81,7 @@ def test_a_shuffled_file_gives_the_same_outputs(word_run, backend):
 
 def test_decoding_puts_each_result_back_in_input_order():
     class Echo:  # the "translation" of a source is its first token and its length
-        def greedy(self, params, src, lengths, max_len):
+        def greedy(self, params, src, lengths, max_len, **limit):
             tokens = np.stack([src[:, 0], np.asarray(lengths) + 10, np.full(len(src), EOS_ID)], axis=1)
             return tokens, None
 

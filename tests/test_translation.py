@@ -306,7 +306,7 @@ def test_unk_outputs_counts_the_outputs_that_hold_unk():
     a, b, c = vocab.encode("a b c")
 
     class Scripted:  # greedy outputs by source token: a -> "a <unk>", b -> "c", c -> "<unk>"
-        def greedy(self, params, src, lengths, max_len):
+        def greedy(self, params, src, lengths, max_len, **limit):
             script = {a: [a, UNK_ID, EOS_ID], b: [c, EOS_ID, EOS_ID], c: [UNK_ID, EOS_ID, EOS_ID]}
             return np.array([script[row[0]] for row in src]), None
 

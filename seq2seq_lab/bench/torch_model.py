@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seq2seq_ref import ModelConfig
-from seq2seq_ref.decode import DEFAULT_LENGTH_PENALTY, final_order, length_normaliser
+from seq2seq_ref.decode import DEFAULT_LENGTH_PENALTY, SHORTLIST, final_order, length_normaliser
 from seq2seq_ref.registry import CELLS
 from seq2seq_ref.transformer_layers import sinusoidal_positions
 
@@ -314,7 +314,7 @@ def select_rows(tensors: tuple, rows) -> tuple:
     return tuple(None if t is None else t.index_select(0, rows) for t in tensors)
 
 
-SHORTLIST = 8  # candidates per beam slot ranked exactly (as seq2seq_jax.decode's)
+
 
 
 def best_candidates(candidates, step, count: int):
@@ -480,14 +480,14 @@ class TorchSeq2Seq(nn.Module):
 
     @torch.inference_mode()
     def beam_search(self, src, src_lengths, beam_size: int, max_len: int,
-                    length_penalty: float = DEFAULT_LENGTH_PENALTY):
+                    length_penalty: float = DEFAULT_LENGTH_PENALTY, early_stop: bool = False):
         """seq2seq_ref.decode.beam_search, step for step (its finished set, GNMT length normalisation, tie-breaks
         and per-sentence stop), organised as fairseq's SequenceGenerator: the K hypotheses of every sentence are
         rows of one batch, decoded with incremental state that index_select reorders after each step, and a
         sentence whose search is over leaves the batch (its rows of the state and the memory are dropped).
 
-        src int64 [B, S], src_lengths [B] (None: full length).  Returns numpy tokens int64 [B, K, max_len] (pad
-        after EOS) and scores [B, K], best first, as the reference's.
+        src int64 [B, S], src_lengths [B] (None: full length); early_stop: the reference's (N4).  Returns numpy
+        tokens int64 [B, K, max_len] (pad after EOS) and scores [B, K], best first, as the reference's.
         """
         config, K, V = self.config, beam_size, self.config.tgt_vocab_size
         B, device = src.shape[0], src.device
@@ -532,6 +532,8 @@ class TorchSeq2Seq(nn.Module):
             source_rows = rows * K + beam.gather(1, live)
             # (N2): no live prefix can beat the best finished hypothesis
             searching = live_log_p[active].max(dim=1).values / best_bound > finished_scores[active, 0]
+            if early_stop:  # (N4): the finished set is full
+                searching &= ~torch.isfinite(finished_scores[active, -1])
             if not searching.all():
                 active, source_rows, previous = active[searching], source_rows[searching], previous[searching]
                 if not len(active):
