@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="seq2seq", description="Encoder-decoder (LSTM, GRU, Transformer; attention or not): "
                                                 "NumPy reference, JAX twin, tools.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    parser.commands = {}
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text, add, run in [
         ("train", "train (or resume) a model on a built-in task or a parallel corpus",
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         add(command)
         command.set_defaults(handler=run)
+        parser.commands[name] = command
     return parser
 
 
@@ -113,21 +115,24 @@ MEMORY_ADVICE = {"train": "lower --batch-size or --max-len", "evaluate": "lower 
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if sys.stdout is None or sys.stdout.closed:  # `>&-`: every result would be lost while the command succeeded
         print("error: standard output is closed; redirect it to a file or /dev/null", file=sys.stderr)
         return 2
     stdout, sys.stdout = sys.stdout, ResultStream(sys.stdout)
     try:
-        return _run(args)
+        return _run(args, parser, sys.argv[1:] if argv is None else list(argv))
     finally:
         sys.stdout = stdout
 
 
-def _run(args) -> int:
+def _run(args, parser, argv) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _one_line  # a user sees the message, not our source line
         try:
+            if getattr(args, "recipe", None):  # its values become the defaults, under the command line's flags
+                args = run_cli.with_recipe(parser.commands[args.command], argv[argv.index(args.command) + 1:])
             status = args.handler(args)
             sys.stdout.flush()  # here, not at exit, so that a failed write (`> /dev/full`) is reported
             return status

@@ -26,12 +26,14 @@ from .corpus import read_corpus, read_file, split_lines
 from .data import TOKENIZERS, DataSettings
 from .evaluate import DEFAULT_BATCH_TOKENS
 from .plots import check_output_file, check_plot_path, plot_attention
+from .recipes import DecodingSettings, read_recipe
 from .tasks import SPLITS, TASKS
 from .training import (DEFAULT_STEPS, SELECT_BY, ModelOptions, RunSettings, TrainingDiverged, TrainingInterrupted,
                        train)
 from .translator import CHECKPOINTS, UNSEEN, Translator, default_backend, load
 
 DEFAULT_RUN = "runs/dates"
+BEAM_HELP = "beam size, 1: greedy (default: the run's, from its recipe's [decoding], else 1)"
 NO_COMPILE_CACHE_HELP = ("jax: compile afresh instead of loading programs compiled before from JAX's persistent "
                          "compilation cache ($JAX_COMPILATION_CACHE_DIR, else $XDG_CACHE_HOME/seq2seq-lab/jax, "
                          "else ~/.cache/seq2seq-lab/jax)")
@@ -43,6 +45,9 @@ def default(settings, field: str):
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipe", metavar="FILE.toml",
+                        help="training options and decoding settings from a recipe file (recipes/*.toml); a "
+                             "flag given here overrides the recipe's value")
     data = parser.add_argument_group("data")
     data.add_argument("--task", choices=TASKS, default=None, help="built-in task (default: dates, unless --data)")
     data.add_argument("--data", help="TSV file 'source<TAB>target[<TAB>...]', or the source side of two aligned files")
@@ -172,6 +177,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def with_recipe(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The train command's arguments with args.recipe's options as defaults (the flags in argv override them)
+    and its decoding settings as args.decoding."""
+    recipe = parser.parse_args(argv).recipe
+    defaults, decoding = read_recipe(recipe, parser)
+    parser.set_defaults(**defaults)
+    args = parser.parse_args(argv)
+    args.command, args.decoding = "train", decoding
+    return args
+
+
 def run_train(args) -> int:
     task = args.task or (None if args.data else "dates")
     data = DataSettings(task=task, data=args.data, data_target=args.data_target, valid_data=args.valid_data,
@@ -217,7 +233,7 @@ def run_train(args) -> int:
     try:
         with compile_cache_of(backend, args):
             summary = train(out, model, data, run, optimiser, backend, resume=not args.fresh,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, decoding=getattr(args, "decoding", DecodingSettings()))
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
@@ -257,7 +273,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="score these pairs instead (TSV, or source side of two aligned files)")
     parser.add_argument("--data-target", help="target side of two aligned files")
     parser.add_argument("--skip-malformed", action="store_true", help="skip malformed lines of --data")
-    parser.add_argument("--beam", type=positive_int, default=1, help="beam size (1: greedy)")
+    parser.add_argument("--beam", type=positive_int, default=None, help=BEAM_HELP)
     add_length_penalty_argument(parser)
     parser.add_argument("--backend", choices=BACKENDS, default=None, help="default: jax if installed, else numpy")
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -265,8 +281,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_length_penalty_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY,
-                        help="alpha of beam search's GNMT length normalisation ((5 + |y|) / 6)^alpha (MATH.md)")
+    parser.add_argument("--length-penalty", type=float, default=None,
+                        help="alpha of beam search's GNMT length normalisation ((5 + |y|) / 6)^alpha (MATH.md "
+                             f"(N1); default: the run's, from its recipe, else {DEFAULT_LENGTH_PENALTY})")
 
 
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
@@ -318,7 +335,7 @@ def add_translate_arguments(parser: argparse.ArgumentParser) -> None:
                              "output); written to a temporary file beside it, renamed to FILE once complete, so "
                              "a failed run never leaves a partial FILE")
     add_checkpoint_argument(parser)
-    parser.add_argument("--beam", type=positive_int, default=1, help="beam size (1: greedy)")
+    parser.add_argument("--beam", type=positive_int, default=None, help=BEAM_HELP)
     parser.add_argument("--n-best", type=positive_int, default=None, metavar="N",
                         help="the N best hypotheses of beam search (N <= --beam) for each input, best first, one "
                              "per line as 'LINE<TAB>SCORE<TAB>TEXT': LINE the input's line (or argument) number "
@@ -343,10 +360,11 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
                              "limit stops a sentence sooner)")
     parser.add_argument("--max-len-b", type=non_negative_int, default=None, metavar="B",
                         help="the constant B of that limit (alone: a limit of B tokens for every sentence)")
-    parser.add_argument("--early-stop", action="store_true",
+    parser.add_argument("--early-stop", action=argparse.BooleanOptionalAction, default=None,
                         help="beam search ends a sentence once --beam hypotheses have finished (fairseq's and "
                              "CTranslate2's rule, MATH.md (N4)): faster, but it may miss a better, longer "
-                             "hypothesis that the default, exact stop (N2) finds")
+                             "hypothesis that the exact stop (N2) finds (default: the run's, from its recipe, "
+                             "else the exact stop)")
     parser.add_argument("--batch-tokens", type=positive_int, default=DEFAULT_BATCH_TOKENS, metavar="N",
                         help="source tokens (padding included) per decoding batch; sentences are decoded longest "
                              "first in batches of similar length, and each output is that of decoding its "
@@ -422,28 +440,38 @@ def write_atomically(path: Path, text: str, argument: str) -> None:
         raise
 
 
+def check_beam_options(args, beam: int) -> None:
+    """--attention-plot needs greedy decoding, --n-best a beam at least as wide (beam: --beam, or the run's)."""
+    given = f"--beam {beam}" if args.beam is not None else f"the run's beam {beam} (from its recipe)"
+    if args.attention_plot and beam > 1:
+        raise ValueError(f"attention_plot: expected greedy decoding (--beam 1), got {given}")
+    if args.n_best is not None and (beam == 1 or args.n_best > beam):
+        raise ValueError(f"n_best: expected at most --beam hypotheses from beam search (--beam 2 or more), got "
+                         f"--n-best {args.n_best} with {given}")
+
+
 def run_translate(args) -> int:
     plot = output = None
-    # before any work, and before waiting on stdin
+    # before any decoding, and before waiting on stdin
     if args.attention_plot:
-        if args.beam > 1:
-            raise ValueError(f"attention_plot: expected greedy decoding (--beam 1), got --beam {args.beam}")
         plot = check_plot_path(args.attention_plot, "attention_plot")
-    if args.n_best is not None and (args.beam == 1 or args.n_best > args.beam):
-        raise ValueError(f"n_best: expected at most --beam hypotheses from beam search (--beam 2 or more), got "
-                         f"--n-best {args.n_best} with --beam {args.beam}")
     if args.max_len is not None:
         check_decode_args(args.max_len)
     if args.output != "-":
         output = Path(args.output)
         if not (output.exists() and not output.is_file() and not output.is_dir() and os.access(output, os.W_OK)):
             output = check_output_file(output, "output")  # all but a writable FIFO or device (/dev/stdout)
+    if args.beam is not None:
+        check_beam_options(args, args.beam)
     texts = read_texts(args)
     translator = load_run(args.run, args.backend, args.checkpoint)
+    beam = args.beam if args.beam is not None else translator.decoding.beam
+    if args.beam is None:  # the run's beam, known once it is loaded
+        check_beam_options(args, beam)
     if plot is not None and not CONNECTIONS[translator.config.attention].has_weights:
         raise ValueError("attention_plot: the model has attention 'none'; there are no weights to plot")
     with compile_cache_of(translator.backend, args):
-        translations = translator.decode(texts, beam=args.beam, length_penalty=args.length_penalty,
+        translations = translator.decode(texts, beam=beam, length_penalty=args.length_penalty,
                                          n_best=args.n_best or 1, max_len=args.max_len, unseen=args.unseen,
                                          progress=not args.no_progress, batch_tokens=args.batch_tokens,
                                          **search_options(args))

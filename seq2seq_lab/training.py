@@ -23,6 +23,7 @@ import numpy as np
 
 from seq2seq_ref import ModelConfig
 
+from .recipes import DecodingSettings
 from .backends import OptimiserSettings, make_backend
 from .batching import encode_pairs, epoch_batches, make_padded_batch, unk_dropout
 from .checkpoint import (RUN_ID, CheckpointError, best_checkpoint, latest_checkpoint, list_checkpoints, save_best,
@@ -168,7 +169,7 @@ def _check_resume(meta: dict, config: ModelConfig, data: DataSettings, optimiser
 def train(out_dir: str | Path, model: ModelOptions = ModelOptions(), data: DataSettings = DataSettings(),
           run: RunSettings = RunSettings(steps=DEFAULT_STEPS), optimiser: OptimiserSettings = OptimiserSettings(),
           backend: str = "jax", resume: bool = True, progress: bool = True, evaluate_test: bool = True,
-          notify=_to_stderr) -> dict:
+          notify=_to_stderr, decoding: DecodingSettings = DecodingSettings()) -> dict:
     """Train (or resume) the run in out_dir; returns the summary also written to summary.json.
 
     resume=False starts a new run: an earlier run in out_dir is moved into
@@ -176,7 +177,8 @@ def train(out_dir: str | Path, model: ModelOptions = ModelOptions(), data: DataS
     data, vocabularies and model have been checked.  notify receives one-line
     messages for the user (moved runs, dropped pairs, re-scoring).  Ctrl-C
     (SIGINT, in the main thread) saves the current step as a checkpoint and
-    raises TrainingInterrupted; a second Ctrl-C stops at once.
+    raises TrainingInterrupted; a second Ctrl-C stops at once.  decoding: how translate and evaluate decode
+    with the run unless told otherwise (its recipe's [decoding]), stored in every checkpoint.
     """
     if model.tie_embeddings == "all" and not data.shared_vocab:
         raise ValueError("tie_embeddings: 'all' makes one matrix the source and the target embedding, so both "
@@ -186,7 +188,8 @@ def train(out_dir: str | Path, model: ModelOptions = ModelOptions(), data: DataS
     with exclusive(out_dir):
         for path in remove_stale_temporaries(out_dir):
             notify(f"removed {path.name}, left by a process that died while writing a checkpoint")
-        return _train_locked(out_dir, model, data, run, optimiser, backend, resume, progress, evaluate_test, notify)
+        return _train_locked(out_dir, model, data, run, optimiser, backend, resume, progress, evaluate_test, notify,
+                             decoding)
 
 
 class TrainingInterrupted(Exception):
@@ -234,7 +237,8 @@ def _saving(what: str, out_dir: Path):
         raise
 
 
-def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progress, evaluate_test, notify) -> dict:
+def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progress, evaluate_test, notify,
+                  decoding) -> dict:
     started = time.perf_counter()
     checkpoint = latest_checkpoint(out_dir) if resume else None
     loaded = load_data(data, run.seed, checkpoint.meta.get("data_files") if checkpoint is not None else None,
@@ -264,6 +268,7 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
 
     meta = {"config": asdict(config), "src_vocab": src_vocab.to_json(), "tgt_vocab": tgt_vocab.to_json(),
             "data": data.to_json(), "data_files": loaded.files, "optimizer": asdict(optimiser),
+            "decoding": decoding.to_json(),
             "seed": run.seed, "batch_size": run.batch_size, "backend": engine.name,
             "rng": {"kind": "stateless: batch order from (seed, epoch), dropout from (seed, step)",
                     "seed": run.seed},

@@ -28,6 +28,7 @@ from .checkpoint import Checkpoint, CheckpointError, averaged_checkpoint, best_c
     load_checkpoint
 from .data import DataSettings, load_data, vocab_from_json
 from .evaluate import DEFAULT_BATCH_TOKENS, decode_ids, evaluate, width_limit
+from .recipes import DecodingSettings
 from .tasks import SPLITS
 from .training import encode_splits
 
@@ -154,13 +155,15 @@ class Translator:
         """The run's --max-len: translate's default longest output, in tokens (<eos> included)."""
         return self._data.max_len
 
-    def translate(self, texts, beam=1, length_penalty=DEFAULT_LENGTH_PENALTY, n_best=1, max_len=None, unseen=None,
+    def translate(self, texts, beam=None, length_penalty=None, n_best=1, max_len=None, unseen=None,
                   progress=False, batch_tokens=DEFAULT_BATCH_TOKENS, max_len_a=None, max_len_b=None,
-                  early_stop=False):
+                  early_stop=None):
         """Translations of texts: a str gives a str, a list (or other iterable) of str a list.
 
         beam: 1 decodes greedily, more searches that many hypotheses; length_penalty: alpha of beam search's
-        length normalisation ((5 + |y|) / 6) ** alpha (MATH.md (N1)); n_best > 1 (at most beam) gives each
+        length normalisation ((5 + |y|) / 6) ** alpha (MATH.md (N1)); these two and max_len_a, max_len_b,
+        early_stop default (None) to the run's decoding settings (its recipe's [decoding]; else beam 1,
+        length penalty 0.6, no per-sentence limit, the exact stop); n_best > 1 (at most beam) gives each
         input's list of n_best Hypothesis (text, score, tokens), best first, instead of its text; max_len:
         the longest output in tokens (default: the run's --max-len); unseen: "drop" a character unseen in
         training (char vocabularies; their default) or read it as "unk" (word vocabularies' default);
@@ -180,11 +183,12 @@ class Translator:
         outputs = [result.text if n_best == 1 else list(result.hypotheses) for result in results]
         return outputs[0] if isinstance(texts, str) else outputs
 
-    def decode(self, texts, beam=1, length_penalty=DEFAULT_LENGTH_PENALTY, n_best=1, max_len=None, unseen=None,
+    def decode(self, texts, beam=None, length_penalty=None, n_best=1, max_len=None, unseen=None,
                progress=False, batch_tokens=DEFAULT_BATCH_TOKENS, max_len_a=None, max_len_b=None,
-               early_stop=False) -> list[Translation]:
+               early_stop=None) -> list[Translation]:
         """translate(), with all that decoding gave: a Translation per input (one for a str), in order."""
         texts = _texts(texts)
+        beam, length_penalty, search = self._settings(beam, length_penalty, max_len_a, max_len_b, early_stop)
         beam, n_best = _count(beam, "beam"), _count(n_best, "n_best")
         batch_tokens = _count(batch_tokens, "batch_tokens")
         if n_best > beam:
@@ -193,7 +197,6 @@ class Translator:
         max_len = self.max_len if max_len is None else max_len
         check_decode_args(max_len, beam, length_penalty, self.config, self._dtype)  # the library's bounds, first
         max_len, length_penalty = int(max_len), float(length_penalty)  # NumPy scalars as Python numbers
-        search = _search(max_len_a, max_len_b, early_stop)
         unseen = self._unseen(unseen)
         read, sources = [], []
         for text in texts:
@@ -216,9 +219,9 @@ class Translator:
                       for ids, score in hypotheses), weight))
         return results
 
-    def score(self, data, beam=1, length_penalty=DEFAULT_LENGTH_PENALTY, with_perplexity=True,
+    def score(self, data, beam=None, length_penalty=None, with_perplexity=True,
               progress=False, batch_tokens=DEFAULT_BATCH_TOKENS, max_len_a=None, max_len_b=None,
-              early_stop=False) -> dict:
+              early_stop=None) -> dict:
         """The scores of `seq2seq evaluate` (exact match, token accuracy, perplexity, BLEU and chrF with their
         signatures, ...), with the checkpoint's path and the pairs dropped for length.
 
@@ -228,10 +231,10 @@ class Translator:
         (with a warning); decoding stops at the run's --max-len. beam, length_penalty, progress, batch_tokens,
         max_len_a, max_len_b, early_stop: as translate().
         """
+        beam, length_penalty, search = self._settings(beam, length_penalty, max_len_a, max_len_b, early_stop)
         beam, batch_tokens = _count(beam, "beam"), _count(batch_tokens, "batch_tokens")
         check_decode_args(self.max_len, beam, length_penalty, self.config, self._dtype)
         length_penalty = float(length_penalty)
-        search = _search(max_len_a, max_len_b, early_stop)
         name, pairs = (data, self._split(data)) if isinstance(data, str) else ("given", _pairs(data))
         encoded, dropped = encode_splits({name: self._data.prepare(pairs)}, self._src_vocab, self._tgt_vocab,
                                          self.max_len)
@@ -242,6 +245,23 @@ class Translator:
                           with_perplexity=with_perplexity, max_len=self.max_len, length_penalty=length_penalty,
                           progress=progress, batch_tokens=batch_tokens, **search)
         return {**scores, "checkpoint": str(self.checkpoint_path), "dropped": dropped[name]}
+
+    @property
+    def decoding(self) -> DecodingSettings:
+        """The run's decoding settings (its recipe's [decoding]): what translate, decode and score use for the
+        arguments left at None."""
+        return DecodingSettings.from_json(self._checkpoint.meta.get("decoding"))
+
+    def _settings(self, beam, length_penalty, max_len_a, max_len_b, early_stop):
+        """beam, length_penalty and the search options, each given or else the run's, checked."""
+        stored = self.decoding
+        pick = lambda given, name: getattr(stored, name) if given is None else given  # noqa: E731
+        if max_len_a is None and max_len_b is None:
+            max_len_a, max_len_b = stored.max_len_a, stored.max_len_b
+        check_length_limit(max_len_a, max_len_b)
+        search = dict(max_len_a=max_len_a, max_len_b=max_len_b,
+                      early_stop=check_flag(pick(early_stop, "early_stop"), "early_stop"))
+        return pick(beam, "beam"), pick(length_penalty, "length_penalty"), search
 
     def _split(self, name: str) -> list[tuple[str, str]]:
         if name not in SPLITS:
@@ -307,12 +327,6 @@ def _pairs(pairs) -> list[tuple[str, str]]:
             raise ValueError(f"data[{number}]: expected a (source, reference) pair of str, got {pair!r}")
         _texts(pair, f"data[{number}]")
     return [tuple(pair) for pair in pairs]
-
-
-def _search(max_len_a, max_len_b, early_stop) -> dict:
-    """The search options, checked before any work (the libraries' own checks, and messages)."""
-    check_length_limit(max_len_a, max_len_b)
-    return dict(max_len_a=max_len_a, max_len_b=max_len_b, early_stop=check_flag(early_stop, "early_stop"))
 
 
 def _count(value, name: str) -> int:

@@ -144,7 +144,8 @@ def test_a_failed_translation_leaves_the_earlier_output_whole(word_run, tmp_path
     (["--input", "{tmp}/nothing.txt"], "input: cannot read"),
     (["--input", "{tmp}/in.txt", "a sentence"], "input: expected sentences as arguments or --input, got both"),
     (["--beam", "2", "--n-best", "3"], "n_best: expected at most --beam hypotheses"),
-    (["--n-best", "1"], "n_best: expected at most --beam hypotheses from beam search (--beam 2 or more)"),
+    (["--beam", "1", "--n-best", "1"], "n_best: expected at most --beam hypotheses from beam search (--beam 2 or "
+                                       "more)"),
 ])
 def test_bad_input_output_or_n_best_is_refused_before_reading_or_loading(word_run, tmp_path, capsys, monkeypatch,
                                                                          argv, message):
