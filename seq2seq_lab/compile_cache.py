@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 # JAX skips programs compiled in under a second by default; the decoding loops of a small model compile in less,
-# and loading one is still several times faster than compiling it (README: the compilation cache).
+# and loading one is still several times faster than compiling it (docs/cli.md: the compilation cache).
 MIN_COMPILE_SECONDS = 0.0
 
 # JAX's own warnings when an entry cannot be read or written (a full disk, a folder made read-only meanwhile)

@@ -216,5 +216,5 @@ def run(args) -> int:
     translator = load_run(args.run, "numpy", args.checkpoint)
     out = export_ctranslate2(translator, args.out, args.quantization)
     print(f"wrote the CTranslate2 model of {translator.checkpoint_path} (step {translator.step}) to {out}; "
-          f"translate with ctranslate2.Translator({str(out)!r}) (README: Export to CTranslate2)")
+          f"translate with ctranslate2.Translator({str(out)!r}) (docs/cli.md: Export to CTranslate2)")
     return 0

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 # "ci": derandomized and bounded, so a CI run is deterministic and fast; "dev" explores more.
-settings.register_profile("ci", derandomize=True, max_examples=15, deadline=None, print_blob=True,
+settings.register_profile("ci", derandomize=True, max_examples=12, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
