@@ -1,6 +1,6 @@
 """The third leg of the gradient check: hand-written backprop vs JAX autodiff, in float64.
 
-Autodiff means autodiff everywhere: the model is built with custom_vjp=False, so the LSTM scans are
+Autodiff means autodiff everywhere: the model is built with custom_vjp=False, so the recurrent scans (LSTM, GRU) are
 differentiated by jax.grad through the plain lax.scan, not by their hand-written custom VJP.
 
 Same problem (params, ragged batch) as seq2seq_ref.gradcheck.  Per tensor,
@@ -28,7 +28,7 @@ def compare_with_autodiff(config: ModelConfig, seed=0) -> dict[str, dict]:
 
     params, batch = gradcheck_problem(config, seed)
     _, hand = reference_loss_and_grads(params, config, batch)
-    _, auto = loss_and_grads(params, config, batch, custom_vjp=False)  # autodiff all the way, LSTM scans too
+    _, auto = loss_and_grads(params, config, batch, custom_vjp=False)  # autodiff all the way, recurrent scans too
     report = {}
     for name, a in hand.items():
         j = np.asarray(auto[name])

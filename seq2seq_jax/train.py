@@ -90,7 +90,7 @@ def loss_and_grads(params, config: ModelConfig, batch, dropout_rng=None, *, comp
                    custom_vjp=True):
     """The reference's loss_and_grads by autodiff, jit-compiled.  Inputs are validated before tracing.
 
-    custom_vjp=False: the LSTM scans too are differentiated by autodiff, not by their hand-written VJP.
+    custom_vjp=False: the recurrent scans (LSTM, GRU) too are differentiated by autodiff, not by their hand-written VJPs.
     """
     batch = _check(params, config, batch, dropout_rng)
     return _loss_and_grads(params, config, batch, as_key(dropout_rng), resolve_compute_dtype(compute_dtype), unroll,

@@ -1,4 +1,5 @@
-"""seq2seq_ref: the NumPy reference encoder-decoder (LSTM or GRU cells, pluggable connections), by hand."""
+"""seq2seq_ref: the NumPy reference encoder-decoder (LSTM, GRU or Transformer sides, pluggable connections), by
+hand."""
 from .batch import Batch, make_batch
 from .config import ATTENTION_TYPES, CELL_TYPES, ModelConfig
 from .decode import DEFAULT_LENGTH_PENALTY, beam_search, greedy_decode

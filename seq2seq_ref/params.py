@@ -21,7 +21,16 @@ with <p> per cell (lstm.LSTM, gru.GRU: param_shapes) and per connection
 (connections/*.py: param_shapes). For the LSTM: W_x [D, 4H], W_h [H, 4H],
 b [4H] (gates i, f, g, o); for the GRU: W_x [D, 3H], W_h [H, 3H], b_x, b_h [3H]
 (gates r, z, n); Bahdanau: W_q [H, A], W_k [K, A], v [A]; Luong: W_a [H, K],
-W_c [K + H, H].
+W_c [K + H, H]; multi-head: W_q [H, H], W_k, W_v [K, H], W_o [H, H], their b_* [H], W_c [K + H, H].
+
+A Transformer side (d = hidden_dim, F = ffn_dim; MATH.md section 4) brings its stack's names instead of
+the cell's and the connection's:
+
+    encoder/l{l}/attn/W_q, W_k, W_v, W_o [d, d] and b_q, b_k, b_v, b_o [d]    self-attention (T4)
+    encoder/l{l}/ffn/W_1 [d, F], b_1 [F], W_2 [F, d], b_2 [d]                  feed-forward (T3)
+    encoder/l{l}/ln_1/gamma, beta [d] and ln_2/...; encoder/ln_f/...        layer norms (T2)
+    decoder/l{l}/self/... and decoder/l{l}/cross/... (as attn/ above; cross's W_k, W_v read the keys,
+    [K, d]), decoder/l{l}/ffn/..., decoder/l{l}/ln_1, ln_2, ln_3/..., decoder/ln_f/...
 """
 from __future__ import annotations
 
