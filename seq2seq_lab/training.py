@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +34,6 @@ from .plots import plot_loss_curve
 from .run_folder import exclusive, move_previous_run, remove_stale_temporaries, truncate_metrics
 from .vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocab
 
-MODEL_FIELDS = ("embed_dim", "hidden_dim", "num_layers", "bidirectional", "attention", "dropout", "label_smoothing",
-                "encoder", "decoder", "num_heads", "output_from", "input_feeding", "ffn_dim", "max_positions",
-                "tie_embeddings")
 
 
 def _to_stderr(message: str) -> None:
@@ -75,6 +72,10 @@ class ModelOptions:
         return ModelConfig(src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab), pad_id=PAD_ID,
                            bos_id=BOS_ID, eos_id=EOS_ID,
                            **asdict(self))
+
+
+# the model's fields a run fixes (resuming compares them), as ModelOptions lists them
+MODEL_FIELDS = tuple(field.name for field in fields(ModelOptions))
 
 
 @dataclass(frozen=True)
