@@ -8,7 +8,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from seq2seq_ref.transformer import ATTENTION, FFN, block_param_shapes
+from seq2seq_ref.transformer import block_param_shapes
+from seq2seq_ref.transformer_layers import ATTENTION, FFN
 from seq2seq_ref.transformer_layers import sinusoidal_positions
 
 from .layers import dropout, length_mask

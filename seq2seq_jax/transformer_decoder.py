@@ -15,7 +15,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from seq2seq_ref.transformer_decoder import FFN, PARTS, decoder_block_param_shapes
+from seq2seq_ref.transformer_decoder import PARTS, decoder_block_param_shapes
+from seq2seq_ref.transformer_layers import FFN
 from seq2seq_ref.transformer_layers import sinusoidal_positions
 
 from .layers import dropout

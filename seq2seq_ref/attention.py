@@ -7,23 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def masked_softmax(scores, mask):
-    """(A3) alpha = softmax over the last axis with masked positions at exactly 0.
-
-    scores: [..., S]; mask: bool, broadcastable to scores.  A row with no True (an all-padding source, which
-    validation refuses but validate=False lets through) gets all-zero weights, not NaN.
-    """
-    scores = np.where(mask, scores, -np.inf)
-    top = scores.max(axis=-1, keepdims=True)
-    weights = np.exp(scores - np.where(np.isfinite(top), top, 0.0))  # exp(-inf) = 0 exactly
-    total = weights.sum(axis=-1, keepdims=True)
-    return weights / np.where(total > 0, total, 1.0)
-
-
-def masked_softmax_backward(dalpha, alpha):
-    """(A3') dscores = alpha * (dalpha - sum(dalpha * alpha)); zero where alpha is."""
-    return alpha * (dalpha - (dalpha * alpha).sum(axis=-1, keepdims=True))
+from .ops import masked_softmax, masked_softmax_backward
 
 
 def bahdanau_attention_forward(query, keys, keys_proj, src_mask, W_q, v):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .layers import dropout_backward, dropout_forward
-from .lstm import reverse_padded
+from .ops import reverse_padded
 from .params import layer_params
 from .registry import CELLS
 

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .components import Cell
-from .lstm import sigmoid
+from .ops import sigmoid
 
 
 class GRUCache(NamedTuple):

@@ -1,4 +1,4 @@
-"""The LSTM layer, MATH.md equations (1)-(6): step, sequence, and reversal for the backward direction.
+"""The LSTM layer, MATH.md equations (1)-(6): cell, step and sequence, forward and backward.
 
 Gate order i, f, g, o along the 4H axis (as cuDNN/PyTorch). A position past a
 sequence's length is masked: the state is carried unchanged, eq. (5)-(6), so it
@@ -11,12 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .components import Cell
-
-
-def sigmoid(x):
-    # 1 / (1 + e^-x) = exp(-log(1 + e^-x)): logaddexp never overflows, and unlike 0.5 (1 + tanh(x / 2))
-    # it does not cancel for x << 0, so sigma stays relatively exact on both sides in any precision.
-    return np.exp(-np.logaddexp(0.0, -x))
+from .ops import sigmoid
 
 
 class CellCache(NamedTuple):
@@ -132,18 +127,6 @@ def lstm_backward(dhs, dh_T, dc_T, cache):
     dW_x = x.reshape(B * T, D).T @ da_flat
     dW_h = h_prev.reshape(B * T, H).T @ da_flat
     return da @ W_x.T, dh, dc, dW_x, dW_h, da_flat.sum(axis=0)
-
-
-def reverse_padded(x, lengths):
-    """Reverse each sequence's first lengths[b] steps along axis 1; padding stays put.
-
-    x: [B, T, ...], lengths: int[B].  The permutation is its own inverse, so the
-    same call maps gradients back.
-    """
-    B, T = x.shape[:2]
-    t = np.arange(T)[None, :]
-    index = np.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
-    return x[np.arange(B)[:, None], index]
 
 
 class LSTM(Cell):

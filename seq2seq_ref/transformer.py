@@ -23,20 +23,14 @@ from .transformer_decoder import (
 )
 from .layers import dropout_backward, dropout_forward
 from .transformer_layers import (
-    attention_mask, feed_forward_backward, feed_forward_forward, layer_norm_backward, layer_norm_forward,
-    self_attention_backward, self_attention_forward, sinusoidal_positions,
+    ATTENTION, FFN, attention_mask, block_params, feed_forward_backward, feed_forward_forward, layer_norm_backward,
+    layer_norm_forward, self_attention_backward, self_attention_forward, sinusoidal_positions, sublayer_param_shapes,
 )
-
-ATTENTION = ("W_q", "b_q", "W_k", "b_k", "W_v", "b_v", "W_o", "b_o")
-FFN = ("W_1", "b_1", "W_2", "b_2")
 
 
 def block_param_shapes(d: int, ffn_dim: int) -> dict[str, tuple[int, ...]]:
     """One pre-LN encoder block's parameters by suffix."""
-    shapes = {f"attn/{name}": (d, d) if name.startswith("W") else (d,) for name in ATTENTION}
-    shapes.update({"ffn/W_1": (d, ffn_dim), "ffn/b_1": (ffn_dim,), "ffn/W_2": (ffn_dim, d), "ffn/b_2": (d,)})
-    shapes.update({f"{norm}/{name}": (d,) for norm in ("ln_1", "ln_2") for name in ("gamma", "beta")})
-    return shapes
+    return sublayer_param_shapes(d, ffn_dim, {"attn": d}, norms=2)
 
 
 def block_forward(x, mask, p, num_heads, keep):
@@ -70,11 +64,6 @@ def block_backward(dy, cache):
     return dx + dx_1, grads                                                                # (T6')
 
 
-def _block_params(params, layer):
-    prefix = f"encoder/l{layer}/"
-    return {name[len(prefix):]: value for name, value in params.items() if name.startswith(prefix)}
-
-
 def _keep_masks(dropout_masks, layer):
     return {part: dropout_masks[f"encoder/l{layer}/{part}"] for part in ("weights", "attn", "ffn")
             if f"encoder/l{layer}/{part}" in dropout_masks}
@@ -91,7 +80,7 @@ def transformer_encoder_forward(x, lengths, params, config, dropout_masks):
     mask = attention_mask(lengths, S, causal=False)
     caches = []
     for layer in range(config.num_layers):
-        h, cache = block_forward(h, mask, _block_params(params, layer), config.num_heads,
+        h, cache = block_forward(h, mask, block_params(params, f"encoder/l{layer}/"), config.num_heads,
                                  _keep_masks(dropout_masks, layer))
         caches.append(cache)
     keys, ln_f = layer_norm_forward(h, params["encoder/ln_f/gamma"], params["encoder/ln_f/beta"])

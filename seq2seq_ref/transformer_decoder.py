@@ -19,25 +19,19 @@ import numpy as np
 
 from .layers import dropout_backward, dropout_forward
 from .connections.multihead import split_heads
+from .ops import linear
 from .transformer_layers import (
-    attention_backward, attention_forward, attention_over, feed_forward_backward, feed_forward_forward,
-    layer_norm_backward, layer_norm_forward, linear, self_attention_backward, self_attention_forward,
-    sinusoidal_positions,
+    ATTENTION, FFN, attention_backward, attention_forward, attention_over, block_params, feed_forward_backward,
+    feed_forward_forward, layer_norm_backward, layer_norm_forward, self_attention_backward, self_attention_forward,
+    sinusoidal_positions, sublayer_param_shapes,
 )
 
-ATTENTION = ("W_q", "b_q", "W_k", "b_k", "W_v", "b_v", "W_o", "b_o")
-FFN = ("W_1", "b_1", "W_2", "b_2")
 PARTS = ("self_weights", "self", "cross_weights", "cross", "ffn")  # its dropout places
 
 
 def decoder_block_param_shapes(d: int, key_dim: int, ffn_dim: int) -> dict[str, tuple[int, ...]]:
     """One pre-LN decoder block's parameters by suffix; the cross-attention's keys and values read width K."""
-    shapes = {f"self/{name}": (d, d) if name.startswith("W") else (d,) for name in ATTENTION}
-    shapes.update({f"cross/{name}": ((key_dim if name in ("W_k", "W_v") else d), d) if name.startswith("W")
-                   else (d,) for name in ATTENTION})
-    shapes.update({"ffn/W_1": (d, ffn_dim), "ffn/b_1": (ffn_dim,), "ffn/W_2": (ffn_dim, d), "ffn/b_2": (d,)})
-    shapes.update({f"{norm}/{name}": (d,) for norm in ("ln_1", "ln_2", "ln_3") for name in ("gamma", "beta")})
-    return shapes
+    return sublayer_param_shapes(d, ffn_dim, {"self": d, "cross": key_dim}, norms=3)
 
 
 def decoder_block_forward(y, keys, causal, src_mask, p, num_heads, keep):
@@ -79,11 +73,6 @@ def decoder_block_backward(dy, cache):
     return dy + dy_1, dkeys, grads                                                         # (T10')
 
 
-def _block_params(params, layer):
-    prefix = f"decoder/l{layer}/"
-    return {name[len(prefix):]: value for name, value in params.items() if name.startswith(prefix)}
-
-
 def transformer_decoder_forward(y, keys, src_mask, params, config, dropout_masks):
     """y: [B, T, d] embedded tgt_in (dropout applied); keys: [B, S, K]; src_mask: bool[B, S].
 
@@ -98,7 +87,7 @@ def transformer_decoder_forward(y, keys, src_mask, params, config, dropout_masks
     for layer in range(config.num_layers):
         keep = {part: dropout_masks[f"decoder/l{layer}/{part}"] for part in PARTS
                 if f"decoder/l{layer}/{part}" in dropout_masks}
-        x, alpha, cache = decoder_block_forward(x, keys, causal, source, _block_params(params, layer),
+        x, alpha, cache = decoder_block_forward(x, keys, causal, source, block_params(params, f"decoder/l{layer}/"),
                                                 config.num_heads, keep)
         caches.append(cache)
     features, ln_f = layer_norm_forward(x, params["decoder/ln_f/gamma"], params["decoder/ln_f/beta"])  # (T13)
@@ -122,7 +111,7 @@ def transformer_decoder_memory(keys, params, config):
     keys [B, S, K] -> {"l{layer}/K", "l{layer}/V": [B, heads, S, d_h]}."""
     derived = {}
     for layer in range(config.num_layers):
-        p = _block_params(params, layer)
+        p = block_params(params, f"decoder/l{layer}/")
         for name in ("K", "V"):
             derived[f"l{layer}/{name}"] = split_heads(
                 linear(keys, p[f"cross/W_{name.lower()}"], p[f"cross/b_{name.lower()}"]), config.num_heads)
@@ -144,7 +133,7 @@ def transformer_decoder_step(y_t, states, memory, params, config):
     source = memory.src_mask[:, None, None, :]
     new_states = []
     for layer, (K, V) in enumerate(states):
-        p = _block_params(params, layer)
+        p = block_params(params, f"decoder/l{layer}/")
         a, _ = layer_norm_forward(x, p["ln_1/gamma"], p["ln_1/beta"])
         K = np.concatenate([K, split_heads(linear(a, p["self/W_k"], p["self/b_k"]), heads)], axis=2)
         V = np.concatenate([V, split_heads(linear(a, p["self/W_v"], p["self/b_v"]), heads)], axis=2)

@@ -11,9 +11,31 @@ import math
 
 import numpy as np
 
-from .attention import masked_softmax, masked_softmax_backward
+from .ops import linear, masked_softmax, masked_softmax_backward
 from .connections.multihead import merge_heads, split_heads
 from .layers import dropout_backward, dropout_forward
+
+
+ATTENTION = ("W_q", "b_q", "W_k", "b_k", "W_v", "b_v", "W_o", "b_o")  # an attention sublayer's parameters (T4)
+FFN = ("W_1", "b_1", "W_2", "b_2")                                      # the feed-forward sublayer's (T3)
+
+
+def sublayer_param_shapes(d: int, ffn_dim: int, attention: dict[str, int], norms: int) -> dict:
+    """A pre-LN block's parameters by suffix, for both stacks: each attention sublayer by its name with the
+    width its keys and values read (d for self-attention), the feed-forward sublayer, and `norms` layer
+    norms ln_1 ... ln_norms."""
+    shapes = {}
+    for sublayer, key_dim in attention.items():
+        shapes.update({f"{sublayer}/{name}": ((key_dim if name in ("W_k", "W_v") else d), d) if name.startswith("W")
+                       else (d,) for name in ATTENTION})
+    shapes.update({"ffn/W_1": (d, ffn_dim), "ffn/b_1": (ffn_dim,), "ffn/W_2": (ffn_dim, d), "ffn/b_2": (d,)})
+    shapes.update({f"ln_{n}/{name}": (d,) for n in range(1, norms + 1) for name in ("gamma", "beta")})
+    return shapes
+
+
+def block_params(params, prefix: str) -> dict:
+    """The parameters under prefix (a block's, "decoder/l0/"), by suffix."""
+    return {name[len(prefix):]: value for name, value in params.items() if name.startswith(prefix)}
 
 
 def sinusoidal_positions(length: int, width: int, dtype=np.float64) -> np.ndarray:
@@ -45,17 +67,6 @@ def layer_norm_backward(dy, cache):
     dx = inv_std * (dx_hat - dx_hat.mean(axis=-1, keepdims=True)
                     - x_hat * (dx_hat * x_hat).mean(axis=-1, keepdims=True))
     return dx, (dy * x_hat).reshape(-1, d).sum(axis=0), dy.reshape(-1, d).sum(axis=0)
-
-
-def linear(x, W, b=None):
-    """x W (+ b) over the last axis, as one matrix product over all leading axes: x [..., n], W [n, m].
-
-    numpy multiplies a [B, T, n] stack by W matrix by matrix; flattened to [B T, n] it is one GEMM.
-    """
-    out = x.reshape(-1, x.shape[-1]) @ W
-    if b is not None:
-        out += b
-    return out.reshape(*x.shape[:-1], W.shape[1])
 
 
 # While a gradient check watches for kinks (gradcheck.relu_signs), every relu appends its sign pattern here.

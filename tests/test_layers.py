@@ -3,16 +3,14 @@ import numpy as np
 import pytest
 
 from seq2seq_ref.attention import (
-    bahdanau_attention_backward, bahdanau_attention_forward, luong_attention_backward,
-    luong_attention_forward, masked_softmax,
+    bahdanau_attention_backward, bahdanau_attention_forward, luong_attention_backward, luong_attention_forward,
 )
 from seq2seq_ref.gradcheck import numerical_gradient_array as num_grad
 from seq2seq_ref.layers import (
     affine_backward, affine_forward, embedding_backward, embedding_forward, softmax_cross_entropy,
 )
-from seq2seq_ref.lstm import (
-    lstm_backward, lstm_forward, lstm_step_backward, lstm_step_forward, reverse_padded,
-)
+from seq2seq_ref.lstm import lstm_backward, lstm_forward, lstm_step_backward, lstm_step_forward
+from seq2seq_ref.ops import masked_softmax, reverse_padded
 from tests.helpers import assert_close_rel
 
 BOUND = 1e-7

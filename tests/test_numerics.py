@@ -15,10 +15,9 @@ from seq2seq_jax import layers as jax_layers  # noqa: E402
 from seq2seq_jax import gru as jax_gru  # noqa: E402
 from seq2seq_jax import lstm as jax_lstm  # noqa: E402
 from seq2seq_ref import ModelConfig, init_params  # noqa: E402
-from seq2seq_ref.attention import masked_softmax  # noqa: E402
 from seq2seq_ref.gradcheck import relative_error  # noqa: E402
-from seq2seq_ref.lstm import sigmoid  # noqa: E402
 from seq2seq_ref.model import forward  # noqa: E402
+from seq2seq_ref.ops import masked_softmax, sigmoid  # noqa: E402
 from tests.helpers import float64_params, ragged_batch  # noqa: E402
 
 X = np.concatenate([np.linspace(-80, 80, 1601), [-17.0, -8.0, -6.0, 6.0, 17.0]])

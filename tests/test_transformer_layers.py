@@ -5,9 +5,10 @@ import pytest
 
 from seq2seq_ref.gradcheck import numerical_gradient_array as num_grad
 from seq2seq_ref.transformer_layers import (
-    attention_mask, feed_forward_backward, feed_forward_forward, layer_norm_backward, layer_norm_forward, linear,
+    attention_mask, feed_forward_backward, feed_forward_forward, layer_norm_backward, layer_norm_forward,
     self_attention_backward, self_attention_forward, sinusoidal_positions,
 )
+from seq2seq_ref.ops import linear
 from tests.helpers import assert_close_rel
 
 BOUND = 1e-7

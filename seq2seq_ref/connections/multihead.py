@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from ..attention import masked_softmax, masked_softmax_backward
+from ..ops import masked_softmax, masked_softmax_backward
 from ..components import Connection
 
 
