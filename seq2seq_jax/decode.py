@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from seq2seq_ref.decode import DEFAULT_LENGTH_PENALTY, SHORTLIST, final_order, length_limits, length_normaliser
+from seq2seq_ref.decode import DEFAULT_LENGTH_PENALTY, SHORTLIST, length_limits, length_normaliser, ranked_hypotheses
 from seq2seq_ref.registry import CELLS, CONNECTIONS
 from seq2seq_ref.validation import check_decode_inputs, check_flag
 
@@ -123,6 +123,13 @@ def _shrink(state, memory, keep, filler, beam_size):
     return state.select(keep, beam_size)._replace(done=filler), _rows(memory, keep, beam_size)
 
 
+def _phase(model, body, state, span, min_live):
+    """The loop of one call of _decode's run: body from state.t, the decoder's states extended to span, until
+    span or until at most min_live sentences are still decoding."""
+    state = state._replace(states=model.extend_states(state.states, span))
+    return lax.while_loop(lambda s: (s.t < span) & (jnp.sum(~s.done) > min_live), body, state)
+
+
 def _bucket(count):
     """The smallest working batch size that holds count sentences: MIN_ROWS * SHRINK ** k."""
     size = MIN_ROWS
@@ -163,8 +170,7 @@ def _greedy_run(params, config, memory, state: GreedyState, span, min_live):
         return GreedyState(s.t + 1, s.tokens.at[:, s.t].set(token), weights, token,
                            s.done | (token == config.eos_id) | (s.t + 1 >= s.limits), s.limits, states)
 
-    state = state._replace(states=model.extend_states(state.states, span))
-    return lax.while_loop(lambda s: (s.t < span) & (jnp.sum(~s.done) > min_live), body, state)
+    return _phase(model, body, state, span, min_live)
 
 
 def greedy_decode(params, config, src, src_lengths, max_len, *, max_len_a=None, max_len_b=None):
@@ -258,8 +264,7 @@ def _beam_run(params, config, memory, state: BeamState, span, min_live, length_p
             previous=jnp.take_along_axis(token, live, axis=1).reshape(-1),
             states=jax.tree.map(lambda x: x[(rows * K + live_beam).reshape(-1)], states))
 
-    state = state._replace(states=model.extend_states(state.states, span))
-    return lax.while_loop(lambda s: (s.t < span) & (jnp.sum(~s.done) > min_live), body, state)
+    return _phase(model, body, state, span, min_live)
 
 
 def beam_search(params, config, src, src_lengths, beam_size, max_len, length_penalty=DEFAULT_LENGTH_PENALTY, *,
@@ -280,7 +285,9 @@ def beam_search(params, config, src, src_lengths, beam_size, max_len, length_pen
                       jnp.full((B, K), -jnp.inf, dtype), jnp.full((B, K, max_len), config.pad_id, ids),
                       jnp.asarray(limits.astype(np.int32)), jnp.asarray(best_bound),
                       jnp.full((B * K,), config.bos_id, ids), states)
-    out = {name: np.asarray(getattr(state, name)).copy() for name in BeamState._fields[1:7]}
+    # the final sets, sentence by sentence as they leave the working batch
+    out = {name: np.asarray(getattr(state, name)).copy()
+           for name in ("finished_scores", "finished_tokens", "live_log_p", "live_tokens", "live_length")}
 
     def emit(state, rows, sentences):
         for name, values in out.items():
@@ -288,9 +295,4 @@ def beam_search(params, config, src, src_lengths, beam_size, max_len, length_pen
 
     _decode(partial(_beam_run, params, config, length_penalty=length_penalty, early_stop=early_stop), state, memory,
             config, max_len, K, emit)
-    # the reference's ranking of the finished and the unfinished hypotheses, on the host
-    live_scores = out["live_log_p"] / length_normaliser(out["live_length"].astype(dtype), length_penalty)[:, None]
-    order = final_order(out["finished_scores"], live_scores)[:, :K]
-    all_tokens = np.concatenate([out["finished_tokens"], out["live_tokens"]], axis=1)
-    rows = np.arange(B)[:, None]
-    return all_tokens[rows, order], np.take_along_axis(np.concatenate([out["finished_scores"], live_scores], 1), order, 1)
+    return ranked_hypotheses(**out, length_penalty=length_penalty)  # the reference's ranking, on the host

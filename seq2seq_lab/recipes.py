@@ -100,7 +100,7 @@ def _entries(recipe: dict, path: Path):
 
 def _read(action: argparse.Action, key: str, value, path: Path):
     """value as the command line would give it for this option (its type, its choices)."""
-    if action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):  # a flag: true or false
+    if action.nargs == 0:  # a flag (store_true, --[no-]...): true or false
         if not isinstance(value, bool):
             raise ValueError(f"recipe: {key}: expected true or false, got {value!r} in {path}")
         return value

@@ -166,6 +166,19 @@ def final_order(finished_scores, live_scores):
     return np.lexsort((index, -scores, group), axis=-1)
 
 
+def ranked_hypotheses(finished_scores, finished_tokens, live_log_p, live_tokens, live_length, length_penalty):
+    """What beam search returns from its final sets, ranked by final_order: the finished hypotheses
+    (finished_tokens int[B, K, max_len], finished_scores [B, K]), then the unfinished ones (live_tokens, their
+    live_length int[B] tokens, no EOS) scored log p(prefix) / lp(|prefix|) in the scores' dtype.
+    Returns tokens int[B, K, max_len] and scores [B, K], best first (both backends and the torch baseline)."""
+    K = finished_scores.shape[1]
+    live_scores = live_log_p / length_normaliser(live_length.astype(live_log_p.dtype), length_penalty)[:, None]
+    order = final_order(finished_scores, live_scores)[:, :K]
+    rows = np.arange(len(order))[:, None]
+    scores = np.concatenate([finished_scores, live_scores], axis=1)
+    return np.concatenate([finished_tokens, live_tokens], axis=1)[rows, order], np.take_along_axis(scores, order, 1)
+
+
 def beam_search(params, config, src, src_lengths, beam_size, max_len, length_penalty=DEFAULT_LENGTH_PENALTY, *,
                 max_len_a=None, max_len_b=None, early_stop=False):
     """Beam search with a separate set of finished hypotheses (as fairseq and OpenNMT; MATH.md "Decoding").
@@ -243,8 +256,4 @@ def beam_search(params, config, src, src_lengths, beam_size, max_len, length_pen
         previous = np.take_along_axis(token, live, axis=1)[keep].reshape(-1)
         if len(keep) < n:
             work, memory = work[keep], take_rows(memory, (keep[:, None] * K + np.arange(K)).reshape(-1))
-    rows = np.arange(B)[:, None]
-    live_scores = live_log_p / length_normaliser(live_length.astype(dtype), length_penalty)[:, None]
-    order = final_order(finished_scores, live_scores)[:, :K]
-    all_tokens = np.concatenate([finished_tokens, live_tokens], axis=1)
-    return all_tokens[rows, order], np.take_along_axis(np.concatenate([finished_scores, live_scores], 1), order, 1)
+    return ranked_hypotheses(finished_scores, finished_tokens, live_log_p, live_tokens, live_length, length_penalty)

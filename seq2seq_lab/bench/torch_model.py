@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seq2seq_ref import ModelConfig
-from seq2seq_ref.decode import DEFAULT_LENGTH_PENALTY, SHORTLIST, final_order, length_normaliser
+from seq2seq_ref.decode import DEFAULT_LENGTH_PENALTY, SHORTLIST, length_normaliser, ranked_hypotheses
 from seq2seq_ref.registry import CELLS
 from seq2seq_ref.transformer_layers import sinusoidal_positions
 
@@ -541,15 +541,9 @@ class TorchSeq2Seq(nn.Module):
                 memory = select_rows(memory, (rows[searching] * K + torch.arange(K, device=device)).view(-1))
             state = self.reorder_state(state, source_rows.view(-1))
             previous = previous.view(-1)
-        live_length = live_length.cpu().numpy()
-        live_scores = live_log_p.cpu().numpy() / length_normaliser(live_length.astype(np_dtype),
-                                                                   length_penalty)[:, None]
-        finished_scores = finished_scores.cpu().numpy()
-        order = final_order(finished_scores, live_scores)[:, :K]
-        rows = np.arange(B)[:, None]
-        all_tokens = torch.cat([finished_tokens, live_tokens], dim=1).cpu().numpy()
-        return all_tokens[rows, order], np.take_along_axis(np.concatenate([finished_scores, live_scores], 1),
-                                                           order, 1)
+        return ranked_hypotheses(finished_scores.cpu().numpy(), finished_tokens.cpu().numpy(),
+                                 live_log_p.cpu().numpy(), live_tokens.cpu().numpy(), live_length.cpu().numpy(),
+                                 length_penalty)
 
     def flat_slots(self) -> dict[str, Slot]:
         """Every flat parameter name of seq2seq_ref -> where it lives here."""
