@@ -17,7 +17,7 @@ import numpy as np
 from jax import lax
 
 from seq2seq_ref.decode import DEFAULT_LENGTH_PENALTY, SHORTLIST, length_limits, length_normaliser, ranked_hypotheses
-from seq2seq_ref.registry import CELLS, CONNECTIONS
+from seq2seq_ref.registry import CONNECTIONS, DECODERS
 from seq2seq_ref.validation import check_decode_inputs, check_flag
 
 from .models import Seq2Seq
@@ -78,7 +78,7 @@ def spans(config, max_len):
     written so far instead of max_len (as a cache grown by concatenation would, at a fixed shape).  One
     phase otherwise.
     """
-    if not CELLS[config.decoder].own_decoder:
+    if not DECODERS[config.decoder].position_cache:
         return (max_len,)
     out, span = [], min(FIRST_SPAN, max_len)
     while span < max_len:

@@ -71,15 +71,18 @@ class TransformerDecoder(nnx.Module):
     def blocks(self):
         return [getattr(self, f"l{layer}") for layer in range(self.config.num_layers)]
 
-    def memory(self, keys):
-        """Memory.derived: each block's cross-attention keys and values."""
+    def memory(self, keys, attention=None):
+        """Memory.derived: each block's cross-attention keys and values (attention: None, it takes no
+        connection)."""
         derived = {}
         for layer, block in enumerate(self.blocks()):
             derived[f"l{layer}/K"], derived[f"l{layer}/V"] = block.memory(keys, self.config.num_heads)
         return derived
 
-    def features(self, y, memory, dropout_masks):
-        """Teacher-forced: y [B, T, d] embedded tgt_in -> features [B, T, d], last block's weights [B, T, S]."""
+    def features(self, y, mask, memory, states, dropout_masks, attention=None, unroll=1):
+        """Teacher-forced: y [B, T, d] embedded tgt_in -> features [B, T, d], last block's weights [B, T, S].
+        (mask, states, attention, unroll: the recurrent stack's arguments, unused: causal attention needs no
+        target mask, the positions past a target's end never reach a real one.)"""
         B, T, d = y.shape
         x = jnp.sqrt(jnp.asarray(d, y.dtype)) * y + jnp.asarray(sinusoidal_positions(T, d), y.dtype)  # (T9)
         causal = jnp.tril(jnp.ones((T, T), bool))[None, None]
@@ -91,15 +94,16 @@ class TransformerDecoder(nnx.Module):
             x, alpha, _ = block(x, cross_kv, causal, source, self.config.num_heads, keep)
         return layer_norm(x, self.ln_f["gamma"], self.ln_f["beta"]), alpha.mean(axis=1)    # (T13)
 
-    def initial_states(self, batch_size, max_len, dtype):
+    def initial_states(self, encoder_states, encoder_state_names, max_len):
         """An empty cache for max_len positions per block, and the position t = 0 (one per row, so that the
-        states reorder row by row like a recurrent decoder's)."""
+        states reorder row by row like a recurrent decoder's); the encoder's final states are not read."""
+        batch_size, dtype = encoder_states[0][0].shape[0], encoder_states[0][0].dtype
         heads = self.config.num_heads
         shape = (batch_size, heads, max_len, self.config.hidden_dim // heads)
         return [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in self.blocks()] + \
             [(jnp.zeros((batch_size,), jnp.int32),)]
 
-    def step(self, y_t, states, memory):
+    def step(self, y_t, states, memory, step_mask=None, layer_masks=None, attention=None):
         """One position with the cache: y_t [B, d] -> feature [B, d], the new states, weights [B, S]."""
         caches, (position,) = states[:-1], states[-1]
         t = position[0]

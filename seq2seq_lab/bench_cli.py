@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 from seq2seq_ref import ATTENTION_TYPES
 from seq2seq_ref.decode import DEFAULT_LENGTH_PENALTY
-from seq2seq_ref.registry import CELLS
+from seq2seq_ref.registry import DECODERS, ENCODERS
 
 from .bench.configs import CONFIGS
 from .bench.harness import describe_device, matmul_peak_gflops, measure_interleaved, versions
@@ -28,8 +28,8 @@ def _names(kind, choices):
     return parse
 
 
-# the benchmark's cells run on both sides: the families that serve both
-BENCH_CELLS = tuple(name for name, cell in CELLS.items() if {"encoder", "decoder"} <= set(cell.sides))
+# the benchmark's cells run on both sides: the names that are an encoder stack and a decoder stack
+BENCH_CELLS = tuple(name for name in ENCODERS if name in DECODERS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backends", type=_names("backends", BENCH_BACKENDS), default=",".join(BENCH_BACKENDS),
                         help="comma-separated backends to time, each in its own warm worker process")
     parser.add_argument("--cells", type=_names("cells", BENCH_CELLS), default="lstm",
-                        help="cell families to time; each is used by both the encoder and the decoder (a "
+                        help="stacks to time; each is used by both the encoder and the decoder (a "
                              "transformer at width d = hidden, FFN 4d, with --attention multihead)")
     parser.add_argument("--attention", type=_names("attention", ATTENTION_TYPES), default="none,bahdanau",
                         help="comma-separated connections to time")

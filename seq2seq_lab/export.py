@@ -24,6 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from seq2seq_ref.params import tied_views
+from seq2seq_ref.registry import CONNECTIONS, DECODERS, ENCODERS
+from seq2seq_ref.transformer import TransformerEncoder
+from seq2seq_ref.transformer_decoder import TransformerDecoder
 from seq2seq_ref.transformer_layers import layer_norm_forward, sinusoidal_positions
 
 from .run_cli import add_checkpoint_argument, load_run
@@ -61,11 +64,13 @@ def _check_quantization(quantization: str | None) -> None:
 def check_exportable(config) -> None:
     """A Transformer encoder and a Transformer decoder (whose cross-attention is multi-head): what CTranslate2
     runs. A recurrent side, or the connection of a recurrent decoder, has no CTranslate2 layer."""
-    if config.encoder == config.decoder == "transformer":
+    encoder, decoder = ENCODERS[config.encoder], DECODERS[config.decoder]
+    if isinstance(encoder, TransformerEncoder) and isinstance(decoder, TransformerDecoder):
         return
-    recurrent = [side for side in (config.encoder, config.decoder) if side != "transformer"]
-    missing = [f"{cell.upper()} layer" for cell in dict.fromkeys(recurrent)]
-    if config.decoder != "transformer" and config.attention != "none":
+    other = [stack.name for stack in (encoder, decoder)
+             if not isinstance(stack, (TransformerEncoder, TransformerDecoder))]
+    missing = [f"{name.upper()} layer" for name in dict.fromkeys(other)]
+    if decoder.uses_connection and CONNECTIONS[config.attention].param_shapes(config):
         missing.append(f"{config.attention!r} attention of a recurrent decoder")
     raise ValueError(f"model: expected a Transformer encoder and a Transformer decoder (what CTranslate2 runs), "
                      f"got encoder={config.encoder!r}, decoder={config.decoder!r}, attention={config.attention!r}: "

@@ -8,9 +8,9 @@ import json
 import math
 import sys
 
-from seq2seq_ref import ATTENTION_TYPES, ModelConfig
-from seq2seq_ref.config import DECODER_TYPES as DECODERS, ENCODER_TYPES as ENCODERS, TIE_EMBEDDINGS
-from seq2seq_ref.registry import CELLS, CONNECTIONS
+from seq2seq_ref import ModelConfig
+from seq2seq_ref.config import TIE_EMBEDDINGS
+from seq2seq_ref.registry import CONNECTIONS, DECODERS, ENCODERS
 from seq2seq_ref.gradcheck import (
     DEFAULT_STENCIL, DEFAULT_STEP, DEFAULT_THRESHOLD, DEFAULT_TINY, STENCILS, gradcheck_model,
 )
@@ -21,9 +21,9 @@ GRADCHECK_SIZES = dict(src_vocab_size=7, tgt_vocab_size=8, embed_dim=4, hidden_d
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--encoder", choices=(*ENCODERS, "all"), default="all", help="encoder family to check")
-    parser.add_argument("--decoder", choices=(*DECODERS, "all"), default="all", help="decoder family to check")
-    parser.add_argument("--attention", choices=(*ATTENTION_TYPES, "all"), default="all",
+    parser.add_argument("--encoder", choices=(*ENCODERS, "all"), default="all", help="encoder stack to check")
+    parser.add_argument("--decoder", choices=(*DECODERS, "all"), default="all", help="decoder stack to check")
+    parser.add_argument("--attention", choices=(*CONNECTIONS, "all"), default="all",
                         help="connection to check")
     parser.add_argument("--heads", type=int, default=2, help="heads of multi-head attention (must divide 6)")
     parser.add_argument("--paper-options", action="store_true",
@@ -57,11 +57,13 @@ def configs(args) -> list[ModelConfig]:
     directions = (True,) if args.bidirectional else (False,) if args.unidirectional else (False, True)
     found, refused = [], None
     for enc, dec, att, n, bi in itertools.product(pick(args.encoder, ENCODERS), pick(args.decoder, DECODERS),
-                                                  pick(args.attention, ATTENTION_TYPES), layers, directions):
-        heads = args.heads if att == "multihead" or CELLS[enc].uses_heads or CELLS[dec].uses_heads else 1
+                                                  pick(args.attention, tuple(CONNECTIONS)), layers, directions):
+        encoder, decoder, connection = ENCODERS[enc], DECODERS[dec], CONNECTIONS[att]
+        heads = args.heads if connection.uses_heads or encoder.uses_heads or decoder.uses_heads else 1
         sizes = dict(GRADCHECK_SIZES)
-        # a Transformer side's width d is both; a tied output layer's width is the embedding's (W1)
-        if CELLS[enc].own_encoder or CELLS[dec].own_encoder or args.tie_embeddings != "none":
+        # a stack of one width (the Transformer) has d = embed = hidden; a tied output layer's width is the
+        # embedding's (W1)
+        if encoder.one_width or decoder.one_width or args.tie_embeddings != "none":
             sizes["embed_dim"] = sizes["hidden_dim"]
         if args.tie_embeddings == "all":
             sizes["src_vocab_size"] = sizes["tgt_vocab_size"]
@@ -69,7 +71,7 @@ def configs(args) -> list[ModelConfig]:
             config = ModelConfig(**sizes, num_layers=n, bidirectional=bi, attention=att, encoder=enc,
                                  decoder=dec, num_heads=heads, tie_embeddings=args.tie_embeddings)
         except ValueError as error:
-            # a combination that a family refuses (a bidirectional Transformer encoder, a Transformer decoder
+            # a combination that a stack refuses (a bidirectional Transformer encoder, a Transformer decoder
             # with another connection) is left out of a sweep; if nothing is left, the last refusal is the error.
             # Anything else (heads that do not divide the width) is the user's to fix.
             if str(error).split(":")[0] not in ("bidirectional", "attention"):
@@ -78,8 +80,8 @@ def configs(args) -> list[ModelConfig]:
             continue
         found.append(config)
         # the options belong to the connections; the deep output (bahdanau's) is wider than a tied embedding
-        deep_output_untieable = CONNECTIONS[att].feeds_input and args.tie_embeddings != "none"
-        if args.paper_options and not CELLS[dec].own_decoder and not deep_output_untieable:
+        deep_output_untieable = connection.feeds_input and args.tie_embeddings != "none"
+        if args.paper_options and decoder.uses_connection and not deep_output_untieable:
             found.append(paper_variant(config))
     if not found:
         raise refused

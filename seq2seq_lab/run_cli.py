@@ -11,11 +11,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from seq2seq_ref import ATTENTION_TYPES
-from seq2seq_ref.config import DECODER_TYPES as DECODERS, ENCODER_TYPES as ENCODERS, OUTPUT_FROM, TIE_EMBEDDINGS
+from seq2seq_ref.config import OUTPUT_FROM, TIE_EMBEDDINGS
 from seq2seq_ref.decode import DEFAULT_LENGTH_PENALTY
 from seq2seq_ref.optim import SCHEDULES
-from seq2seq_ref.registry import CELLS, CONNECTIONS
+from seq2seq_ref.registry import CONNECTIONS, DECODERS, ENCODERS
 from seq2seq_ref.validation import check_decode_args
 
 from .backends import BACKENDS, OptimiserSettings
@@ -78,9 +77,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                       help="training pairs of a built-in task")
     model = parser.add_argument_group("model")
     defaults = ModelOptions()
-    model.add_argument("--encoder", choices=ENCODERS, default=defaults.encoder, help="encoder family")
-    model.add_argument("--decoder", choices=DECODERS, default=defaults.decoder, help="decoder family")
-    model.add_argument("--attention", choices=ATTENTION_TYPES, default=None,
+    model.add_argument("--encoder", choices=tuple(ENCODERS), default=defaults.encoder, help="encoder stack")
+    model.add_argument("--decoder", choices=tuple(DECODERS), default=defaults.decoder, help="decoder stack")
+    model.add_argument("--attention", choices=tuple(CONNECTIONS), default=None,
                        help=f"how the decoder reads the encoder (default: {defaults.attention}, or multihead with "
                             "a Transformer decoder, whose blocks' cross-attention it is)")
     model.add_argument("--heads", type=positive_int, default=defaults.num_heads,
@@ -196,13 +195,14 @@ def run_train(args) -> int:
                         min_freq=args.min_freq, max_vocab=args.max_vocab, max_len=args.max_len,
                         on_error="skip" if args.skip_malformed else "fail", train_size=args.train_size,
                         lowercase=args.lowercase)
-    defaults, families = ModelOptions(), (CELLS[args.encoder], CELLS[args.decoder])
-    if args.embed_dim is None:  # a family with its own stack (the Transformer) has one width for both
-        args.embed_dim = args.hidden_dim if any(f.own_encoder for f in families) else defaults.embed_dim
+    defaults, encoder, decoder = ModelOptions(), ENCODERS[args.encoder], DECODERS[args.decoder]
+    if args.embed_dim is None:  # a stack of one width (the Transformer) has embeddings as wide as its layers
+        args.embed_dim = args.hidden_dim if encoder.one_width or decoder.one_width else defaults.embed_dim
     if args.bidirectional is None:
-        args.bidirectional = defaults.bidirectional and not families[0].own_encoder
-    if args.attention is None:
-        args.attention = "multihead" if families[1].own_decoder else defaults.attention
+        args.bidirectional = defaults.bidirectional and encoder.has_directions
+    if args.attention is None:  # the default connection, or the first the decoder accepts (a Transformer's: heads)
+        accepted = [name for name, connection in CONNECTIONS.items() if decoder.accepts(connection)]
+        args.attention = defaults.attention if defaults.attention in accepted else accepted[0]
     model = ModelOptions(embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, num_layers=args.layers,
                          bidirectional=args.bidirectional, attention=args.attention, dropout=args.dropout,
                          label_smoothing=args.label_smoothing, encoder=args.encoder, decoder=args.decoder,

@@ -1,23 +1,39 @@
-"""The two pluggable kinds of component, and the interface each implements.
+"""The pluggable components, and the interface each implements.
+
+A **stack** is a whole side of the model: an EncoderStack turns the embedded
+source into annotations (the keys) and final states; a DecoderStack turns the
+embedded target, the keys and its initial states (the bridge from the
+encoder's, (B3)) into the features the output layer reads.  The Transformer's
+stacks (transformer.py, transformer_decoder.py) implement them directly;
+encoder.RecurrentEncoder(cell) and decoder.RecurrentDecoder(cell) make stacks of
+any recurrent cell.
 
 A **cell** (lstm.LSTM, gru.GRU) is the recurrence of one layer and direction.
 Its state is a tuple whose first entry is the output h; `state_names` names the
-entries, and the bridge (encoder.bridge_forward) matches them by name.
+entries, and the bridge (RecurrentDecoder.initial_states) matches them by name.
 
-A **connection** (connections/*.py) joins the decoder to the encoder
+A **connection** (connections/*.py) joins a recurrent decoder to the encoder
 annotations.  Either it feeds the decoder input (`feeds_input`: its context
 joins y_t, as Bahdanau's (A5), so training runs step by step), or it reads the
 decoder output (the others: the decoder runs each layer over the whole target
 at once, then the connection maps the top states to the output features).
 
-Encoder, decoder, bridge and parameters are written once against these
-interfaces; seq2seq_ref.registry names the implementations.
+The model, the parameters and decoding are written once against these
+interfaces; seq2seq_ref.registry names the implementations.  What a component
+needs of the config it declares as attributes (uses_heads, one_width, ...):
+no shared code compares a component's name.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import numpy as np
+
+
+def one_of(names) -> str:
+    """How an error names what it expected: 'a', or one of ('a', 'b')."""
+    names = tuple(names)
+    return repr(names[0]) if len(names) == 1 else f"one of {names}"
 
 
 class Memory(NamedTuple):
@@ -45,24 +61,16 @@ class Cell:
     """Interface of a recurrent cell; every method is a staticmethod of the implementing class.
 
     p is the cell's parameters by suffix (e.g. {"W_x", "W_h", "b"}); a state is a tuple of [B, H] arrays.
+    A registered cell serves both sides through encoder.RecurrentEncoder and decoder.RecurrentDecoder
+    (registry.register_cell).
     """
 
     name: str
     state_names: tuple[str, ...]
-    sides: tuple[str, ...] = ("encoder", "decoder")  # the sides of the model this family can serve
-    own_encoder: bool = False  # True: the family brings its whole encoder stack (encoder_param_shapes,
-    #                            encoder_init_param, encoder_dropout_shapes, encoder_forward, encoder_backward)
-    #                            instead of being run layer by layer and direction by direction
-    own_decoder: bool = False  # True: likewise for the decoder (decoder_param_shapes, decoder_init_param,
-    #                            decoder_dropout_shapes, initial_states, decoder_forward, decoder_backward,
-    #                            decoder_memory, decoder_step), reading the encoder through its own attention
-    #                            (no connection)
-    uses_heads: bool = False   # True: config.num_heads is this family's too
-    uses_positions: bool = False  # True: it adds positions to √d-scaled embeddings, initialised N(0, 1/d)
 
     @staticmethod
     def check_config(config, side: str) -> None:
-        """Raise ValueError (naming the field) for a config this family cannot serve on `side`."""
+        """Raise ValueError (naming the field) for a config this cell cannot serve on `side`."""
 
     @staticmethod
     def param_shapes(input_dim: int, hidden_dim: int) -> dict[str, tuple[int, ...]]:
@@ -93,19 +101,137 @@ class Cell:
         raise NotImplementedError
 
 
+def layer_params(params, prefix: str, cell) -> dict[str, np.ndarray]:
+    """The cell parameters under prefix, by suffix: {"W_x": params[prefix + "/W_x"], ...}."""
+    return {suffix: params[f"{prefix}/{suffix}"] for suffix in cell.param_shapes(1, 1)}
+
+
+def cell_step_flops(cell, batch: int, input_dim: int, hidden_dim: int) -> int:
+    """Matrix-multiply FLOPs of one step of `cell` for `batch` rows: every 2-D parameter [n, m] is one
+    [batch, n] x [n, m] product (2 FLOPs per multiply-add; elementwise gate math left out)."""
+    shapes = cell.param_shapes(input_dim, hidden_dim).values()
+    return sum(2 * batch * shape[0] * shape[1] for shape in shapes if len(shape) == 2)
+
+
+class EncoderStack:
+    """Interface of a whole encoder side (encoder.RecurrentEncoder(cell), transformer.TransformerEncoder).
+
+    A stack owns the parameters named encoder/..., its dropout places, and its forward and backward; it hands
+    the decoder its annotations (keys [B, S, K]) and one final state per layer (a tuple named by
+    state_names, first entry h [B, H]), which the decoder's bridge reads.
+    """
+
+    name: str
+    state_names: tuple[str, ...]
+    has_directions: bool = False  # True: config.bidirectional adds a second, backward direction
+    one_width: bool = False       # True: its embeddings and layers have one width (embed_dim == hidden_dim)
+    uses_heads: bool = False      # True: config.num_heads is this stack's too
+    uses_positions: bool = False  # True: it adds positions to √d-scaled embeddings (initialised N(0, 1/d)),
+    #                               up to config.max_positions
+
+    def check_config(self, config) -> None:
+        """Raise ValueError (naming the field) for a config this stack cannot serve."""
+
+    def param_shapes(self, config) -> dict[str, tuple[int, ...]]:
+        """Its parameters by flat name (encoder/...), in the order init_params draws them."""
+        raise NotImplementedError
+
+    def init_param(self, name: str, shape, config, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def dropout_shapes(self, config, B: int, S: int) -> dict[str, tuple[int, ...]]:
+        """(D1) its dropout places by name, for a [B, S] source."""
+        raise NotImplementedError
+
+    def forward(self, x, lengths, params, config, dropout_masks):
+        """x [B, S, E] embedded source, lengths int[B] -> keys [B, S, K], L final-state tuples, cache."""
+        raise NotImplementedError
+
+    def backward(self, dkeys, dstates, cache):
+        """dkeys [B, S, K]; dstates: the final states' gradients, or None when the decoder took no state.
+        -> dx [B, S, E], the parameter gradients (a dict)."""
+        raise NotImplementedError
+
+    def matmul_flops(self, config, batch: int, src_len: int) -> int:
+        """Matrix-multiply FLOPs of one forward pass (the benchmarks' FLOP count)."""
+        raise NotImplementedError
+
+
+class DecoderStack:
+    """Interface of a whole decoder side (decoder.RecurrentDecoder(cell), transformer_decoder.TransformerDecoder).
+
+    A stack owns the parameters named decoder/... (and attention/... when uses_connection: the connection
+    config.attention joins it), its dropout places, the bridge from the encoder's final states (B3), the
+    teacher-forced forward and backward, and decoding's one-position step.
+    """
+
+    name: str
+    uses_connection: bool = True  # True: config.attention's connection (parameters attention/...) joins it;
+    #                               False: it reads the encoder through its own attention
+    one_width: bool = False
+    uses_heads: bool = False
+    uses_positions: bool = False
+    position_cache: bool = False  # True: its decoding state holds every position decoded so far (it grows)
+
+    def accepts(self, connection) -> bool:
+        """Whether config.attention may name this connection with this decoder."""
+        return True
+
+    def check_config(self, config) -> None:
+        """Raise ValueError (naming the field) for a config this stack cannot serve."""
+
+    def param_shapes(self, config) -> dict[str, tuple[int, ...]]:
+        raise NotImplementedError
+
+    def init_param(self, name: str, shape, config, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def dropout_shapes(self, config, B: int, S: int, T: int) -> dict[str, tuple[int, ...]]:
+        raise NotImplementedError
+
+    def initial_states(self, encoder_states, encoder_state_names, config):
+        """(B3) the decoding states from the encoder's final ones (named by encoder_state_names)."""
+        raise NotImplementedError
+
+    def initial_states_backward(self, dstates, encoder_state_names, config):
+        """(B3') gradients back to the encoder's final states, or None when the decoder took none."""
+        raise NotImplementedError
+
+    def memory(self, keys, src_mask, params, config) -> Memory:
+        """What decoding reads of the source, with what it precomputes once per sentence."""
+        raise NotImplementedError
+
+    def forward(self, y, tgt_lengths, init_states, keys, src_mask, params, config, dropout_masks):
+        """y [B, T, E] embedded tgt_in -> features [B, T, F], alpha [B, T, S] (or None), cache."""
+        raise NotImplementedError
+
+    def backward(self, dfeatures, cache):
+        """-> dy [B, T, E], dinit_states (or None), dkeys [B, S, K], the parameter gradients."""
+        raise NotImplementedError
+
+    def step(self, y_t, states, memory: Memory, params, config, step_mask=None):
+        """One decoding position: y_t [B, E] -> feature [B, F], new states, alpha [B, S] (or None).
+        step_mask: bool[B], False where a row's target has ended (a recurrent state is then carried); None:
+        every row steps."""
+        raise NotImplementedError
+
+    def matmul_flops(self, config, batch: int, src_len: int, tgt_len: int, decoding: bool = False) -> int:
+        """Matrix-multiply FLOPs of one teacher-forced pass (decoding: tgt_len steps one position at a time),
+        its connection's included."""
+        raise NotImplementedError
+
+
 class Connection:
     """Interface of an encoder-decoder connection; methods are staticmethods of the implementing class."""
 
     name: str
     feeds_input: bool = False  # True: context_forward/backward; False: output_forward/backward
     has_weights: bool = True   # attention weights to return and plot
+    uses_heads: bool = False   # True: config.num_heads is this connection's
 
     @staticmethod
     def check_config(config) -> None:
         """Raise ValueError (naming the field) for a config this connection cannot serve."""
-        if config.num_heads != 1 and not config.cells_use_heads:
-            raise ValueError(f"num_heads: expected 1 with attention={config.attention!r} (heads are for "
-                             f"'multihead' and Transformer sides), got {config.num_heads}")
 
     @staticmethod
     def param_shapes(config) -> dict[str, tuple[int, ...]]:
@@ -126,6 +252,12 @@ class Connection:
     def output_dim(config) -> int:
         """Features of the decoder output that the output layer reads."""
         return config.hidden_dim
+
+    @staticmethod
+    def matmul_flops(config, batch: int, src_len: int, steps: int) -> int:
+        """Matrix-multiply FLOPs over `steps` decoder positions (the benchmarks' FLOP count), memory_forward's
+        included.  A connection that does not say is never timed at 0 FLOPs: the benchmark refuses it."""
+        raise NotImplementedError
 
     @staticmethod
     def memory_forward(keys, params) -> dict:

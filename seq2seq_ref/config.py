@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .registry import CELLS, CONNECTIONS
+from .registry import CONNECTIONS, DECODERS, ENCODERS
 
-CELL_TYPES = tuple(CELLS)
-ENCODER_TYPES = tuple(name for name, cell in CELLS.items() if "encoder" in cell.sides)
-DECODER_TYPES = tuple(name for name, cell in CELLS.items() if "decoder" in cell.sides)
+# the built-in names (a config is checked against the registries as they are when it is made)
+CELL_TYPES = tuple(ENCODERS)
 ATTENTION_TYPES = tuple(CONNECTIONS)
 OUTPUT_FROM = ("state", "state+context+input")
 TIE_EMBEDDINGS = ("none", "target", "all")
@@ -32,9 +31,11 @@ class ModelConfig:
         output projection; > 0 needs an explicit seed at training time.
     label_smoothing: epsilon of the smoothed cross-entropy (0 = plain).
     pad_id, bos_id, eos_id: special token ids, the same in both vocabularies.
-    encoder, decoder: the family of each side (registry.CELLS): "lstm", "gru" or "transformer", chosen
-        independently (a Transformer decoder needs attention="multihead": its blocks' cross-attention).
-    num_heads: heads of multi-head attention and of a Transformer side (must divide hidden_dim); 1 otherwise.
+    encoder, decoder: the stack of each side (registry.ENCODERS, registry.DECODERS): "lstm", "gru" or
+        "transformer", chosen independently (a Transformer decoder needs a connection with heads,
+        attention="multihead", whose heads its blocks' cross-attention shares).
+    num_heads: heads of multi-head attention and of a Transformer side (must divide hidden_dim); 1 where
+        neither the connection nor a stack has heads.
     output_from: what the output layer reads when the connection feeds the decoder input (Bahdanau):
         "state" (f_t = s_t) or "state+context+input" (the paper's deep output, f_t = [s_t; ctx_t; y_t]).
     input_feeding: for a connection that reads the decoder output (Luong et al. 2015): the previous
@@ -77,17 +78,22 @@ class ModelConfig:
         _require_int("num_layers", self.num_layers, 1)
         if not isinstance(self.bidirectional, bool):
             raise ValueError(f"bidirectional: expected a bool, got {self.bidirectional!r}")
-        if self.attention not in ATTENTION_TYPES:
-            raise ValueError(f"attention: expected one of {ATTENTION_TYPES}, got {self.attention!r}")
+        if self.attention not in CONNECTIONS:
+            raise ValueError(f"attention: expected one of {tuple(CONNECTIONS)}, got {self.attention!r}")
         _require_int("num_heads", self.num_heads, 1)
         if self.ffn_dim is not None:
             _require_int("ffn_dim", self.ffn_dim, 1)
         _require_int("max_positions", self.max_positions, 1)
-        for side, serving in (("encoder", ENCODER_TYPES), ("decoder", DECODER_TYPES)):
-            if getattr(self, side) not in serving:
-                raise ValueError(f"{side}: expected one of {serving}, got {getattr(self, side)!r}")
-            CELLS[getattr(self, side)].check_config(self, side)
+        for side, stacks in (("encoder", ENCODERS), ("decoder", DECODERS)):
+            if getattr(self, side) not in stacks:
+                raise ValueError(f"{side}: expected one of {tuple(stacks)}, got {getattr(self, side)!r}")
+            stacks[getattr(self, side)].check_config(self)
         connection = CONNECTIONS[self.attention]
+        if self.num_heads != 1 and not self.uses_heads:
+            with_heads = tuple(name for name, c in CONNECTIONS.items() if c.uses_heads)
+            raise ValueError(f"num_heads: expected 1 with attention={self.attention!r}, encoder={self.encoder!r} and "
+                             f"decoder={self.decoder!r} (heads are for the connections {with_heads} and stacks "
+                             f"with heads), got {self.num_heads}")
         connection.check_config(self)
         if self.output_from not in OUTPUT_FROM:
             raise ValueError(f"output_from: expected one of {OUTPUT_FROM}, got {self.output_from!r}")
@@ -140,14 +146,15 @@ class ModelConfig:
         return self.hidden_dim
 
     @property
-    def cells_use_heads(self) -> bool:
-        """True when a side's family (the Transformer) has attention heads of its own."""
-        return any(CELLS[getattr(self, side)].uses_heads for side in ("encoder", "decoder"))
+    def uses_heads(self) -> bool:
+        """True when num_heads means something: the connection or a side's stack has attention heads."""
+        return CONNECTIONS[self.attention].uses_heads or ENCODERS[self.encoder].uses_heads or \
+            DECODERS[self.decoder].uses_heads
 
     @property
     def uses_positions(self) -> bool:
-        """True when a side's family (the Transformer) encodes positions, up to max_positions."""
-        return self.cells_use_heads
+        """True when a side's stack (the Transformer) encodes positions, up to max_positions."""
+        return ENCODERS[self.encoder].uses_positions or DECODERS[self.decoder].uses_positions
 
     @property
     def inner_dim(self) -> int:

@@ -1,7 +1,7 @@
 """Greedy decoding and beam search (MATH.md, "Decoding").
 
 Both feed back their own predictions one step at a time through
-decoder_step_forward.  pad and bos are never generated.  Ties go to the lower
+the decoder stack's step.  pad and bos are never generated.  Ties go to the lower
 token id (greedy) and to the lower flat index beam * V + token (beam search);
 the JAX twin breaks them the same way.
 """
@@ -14,10 +14,8 @@ import numpy as np
 
 from .batch import length_mask
 from .components import Memory, repeat_memory
-from .decoder import decoder_step_forward, make_memory
-from .encoder import bridge_forward, encoder_forward
 from .params import tied_views
-from .registry import CONNECTIONS
+from .registry import CONNECTIONS, DECODERS, ENCODERS
 from .layers import log_softmax
 from .validation import check_decode_inputs, check_flag
 
@@ -27,20 +25,20 @@ SHORTLIST = 8  # candidates per beam slot that beam search ranks exactly (best_c
 
 
 def encode(params, config, src, src_lengths):
-    """Returns the decoder's Memory and its initial states (L state tuples of the decoder cell).
+    """Returns the decoder's Memory and its initial decoding states (a recurrent decoder's: L state tuples of
+    its cell, (B3); a Transformer decoder's: its empty key/value cache).
 
     params: every name the model reads, tied ones as tied_views gives them (as for step_log_probs)."""
-    x = params["src_embed/W"][src]
-    keys, states, _ = encoder_forward(x, src_lengths, params, config, {})
-    return make_memory(keys, length_mask(src_lengths, src.shape[1]), params, config), bridge_forward(states, config)
+    encoder, decoder = ENCODERS[config.encoder], DECODERS[config.decoder]
+    keys, states, _ = encoder.forward(params["src_embed/W"][src], src_lengths, params, config, {})
+    memory = decoder.memory(keys, length_mask(src_lengths, src.shape[1]), params, config)
+    return memory, decoder.initial_states(states, encoder.state_names, config)
 
 
 def step_log_probs(params, config, tokens, states, memory: Memory):
     """log p(next token | prefix) [N, V] for N prefixes ending in tokens int[N]; new states; alpha."""
     y = params["tgt_embed/W"][tokens]
-    feature, states, alpha, _ = decoder_step_forward(
-        y, states, memory, np.ones(len(tokens), dtype=bool), params, config
-    )
+    feature, states, alpha = DECODERS[config.decoder].step(y, states, memory, params, config)
     log_p = log_softmax(feature @ params["output/W"] + params["output/b"])
     log_p[:, [config.pad_id, config.bos_id]] = -np.inf
     return log_p, states, alpha

@@ -9,8 +9,6 @@ import numpy as np
 
 from .batch import Batch, length_mask
 from .config import ModelConfig
-from .decoder import decoder_backward, decoder_forward
-from .encoder import bridge_backward, bridge_forward, encoder_backward, encoder_forward
 from .layers import (
     affine_backward,
     affine_forward,
@@ -21,7 +19,7 @@ from .layers import (
     softmax_cross_entropy,
 )
 from .params import tie_grads, tied_views
-from .registry import CELLS
+from .registry import DECODERS, ENCODERS
 from .validation import check_batch, check_config, check_dropout_rng, check_params
 
 
@@ -29,16 +27,8 @@ def dropout_mask_shapes(config: ModelConfig, batch: Batch) -> dict[str, tuple[in
     """Where dropout applies (D1): embeddings, inputs of layers >= 1, output features."""
     (B, S), T = batch.src.shape, batch.tgt_in.shape[1]
     shapes = {"src_embed": (B, S, config.embed_dim), "tgt_embed": (B, T, config.embed_dim)}
-    encoder, decoder = CELLS[config.encoder], CELLS[config.decoder]
-    if encoder.own_encoder:
-        shapes.update(encoder.encoder_dropout_shapes(config, B, S))
-    if decoder.own_decoder:
-        shapes.update(decoder.decoder_dropout_shapes(config, B, S, T))
-    for layer in range(1, config.num_layers):
-        if not encoder.own_encoder:
-            shapes[f"encoder/l{layer}"] = (B, S, config.key_dim)
-        if not decoder.own_decoder:
-            shapes[f"decoder/l{layer}"] = (B, T, config.hidden_dim)
+    shapes.update(ENCODERS[config.encoder].dropout_shapes(config, B, S))
+    shapes.update(DECODERS[config.decoder].dropout_shapes(config, B, S, T))
     shapes["output"] = (B, T, config.output_dim)
     return shapes
 
@@ -67,13 +57,14 @@ def forward(params, config: ModelConfig, batch: Batch, dropout_rng=None):
     src_mask = length_mask(batch.src_lengths, batch.src.shape[1])
     tgt_mask = length_mask(batch.tgt_lengths, batch.tgt_in.shape[1])
 
+    encoder, decoder = ENCODERS[config.encoder], DECODERS[config.decoder]
     x, src_embed_cache = embedding_forward(batch.src, params["src_embed/W"])            # (E1)
     x = dropout_forward(x, masks.get("src_embed"))
-    keys, final_states, encoder_cache = encoder_forward(x, batch.src_lengths, params, config, masks)
-    init_states = bridge_forward(final_states, config)                                 # (B3)
+    keys, final_states, encoder_cache = encoder.forward(x, batch.src_lengths, params, config, masks)
+    init_states = decoder.initial_states(final_states, encoder.state_names, config)   # (B3)
     y, tgt_embed_cache = embedding_forward(batch.tgt_in, params["tgt_embed/W"])         # (E1)
     y = dropout_forward(y, masks.get("tgt_embed"))
-    features, alpha, decoder_cache = decoder_forward(
+    features, alpha, decoder_cache = decoder.forward(
         y, batch.tgt_lengths, init_states, keys, src_mask, params, config, masks
     )
     features = dropout_forward(features, masks.get("output"))
@@ -88,12 +79,15 @@ def backward(cache, dloss=1.0):
     config, masks, src_embed_cache, encoder_cache, tgt_embed_cache, decoder_cache, output_cache, dlogits = cache
     grads = {}
     dlogits = dlogits * dlogits.dtype.type(dloss)  # in the loss's dtype, whatever scalar type dloss has
+    encoder, decoder = ENCODERS[config.encoder], DECODERS[config.decoder]
     dfeatures, grads["output/W"], grads["output/b"] = affine_backward(dlogits, output_cache)  # (O1')
     dfeatures = dropout_backward(dfeatures, masks.get("output"))
-    dy, dinit_states, dkeys, decoder_grads = decoder_backward(dfeatures, decoder_cache)
+    dy, dinit_states, dkeys, decoder_grads = decoder.backward(dfeatures, decoder_cache)
     dy = dropout_backward(dy, masks.get("tgt_embed"))
     grads["tgt_embed/W"] = embedding_backward(dy, tgt_embed_cache)
-    dx, encoder_grads = encoder_backward(dkeys, bridge_backward(dinit_states, config), encoder_cache)  # (B3')
+    dfinal_states = None if dinit_states is None else decoder.initial_states_backward(
+        dinit_states, encoder.state_names, config)                                      # (B3')
+    dx, encoder_grads = encoder.backward(dkeys, dfinal_states, encoder_cache)
     dx = dropout_backward(dx, masks.get("src_embed"))
     grads["src_embed/W"] = embedding_backward(dx, src_embed_cache)
     grads.update(decoder_grads)

@@ -18,13 +18,13 @@ tgt_embed/W and output/W.  tied_views gives the model every name back; tie_grads
 gradients of the places one matrix serves (W1').
 
 with <p> per cell (lstm.LSTM, gru.GRU: param_shapes) and per connection
-(connections/*.py: param_shapes). For the LSTM: W_x [D, 4H], W_h [H, 4H],
+(connections/*.py: param_shapes); each stack (registry.ENCODERS, registry.DECODERS) lists its names. For the LSTM: W_x [D, 4H], W_h [H, 4H],
 b [4H] (gates i, f, g, o); for the GRU: W_x [D, 3H], W_h [H, 3H], b_x, b_h [3H]
 (gates r, z, n); Bahdanau: W_q [H, A], W_k [K, A], v [A]; Luong: W_a [H, K],
 W_c [K + H, H]; multi-head: W_q [H, H], W_k, W_v [K, H], W_o [H, H], their b_* [H], W_c [K + H, H].
 
-A Transformer side (d = hidden_dim, F = ffn_dim; MATH.md section 4) brings its stack's names instead of
-the cell's and the connection's:
+A Transformer stack (d = hidden_dim, F = ffn_dim; MATH.md section 4) has these names instead of the
+cell's and the connection's:
 
     encoder/l{l}/attn/W_q, W_k, W_v, W_o [d, d] and b_q, b_k, b_v, b_o [d]    self-attention (T4)
     encoder/l{l}/ffn/W_1 [d, F], b_1 [F], W_2 [F, d], b_2 [d]                  feed-forward (T3)
@@ -40,37 +40,19 @@ import numpy as np
 
 from .checks import check_config
 from .config import ModelConfig
-from .registry import CELLS, CONNECTIONS
-
-
-def encoder_layer_names(config: ModelConfig) -> list[tuple[int, str]]:
-    """(layer, direction) pairs in the order they run."""
-    directions = ("fwd", "bwd") if config.bidirectional else ("fwd",)
-    return [(layer, d) for layer in range(config.num_layers) for d in directions]
+from .registry import DECODERS, ENCODERS
 
 
 def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    E, H, K = config.embed_dim, config.hidden_dim, config.key_dim
-    encoder, decoder, connection = CELLS[config.encoder], CELLS[config.decoder], CONNECTIONS[config.attention]
+    """Every parameter's name and shape, in the order init_params draws them: embeddings, the encoder stack's,
+    the decoder stack's (with its connection's), the output layer's."""
+    E = config.embed_dim
     if config.tie_embeddings == "all":
         shapes: dict[str, tuple[int, ...]] = {"embed/W": (config.tgt_vocab_size, E)}
     else:
         shapes = {"src_embed/W": (config.src_vocab_size, E), "tgt_embed/W": (config.tgt_vocab_size, E)}
-    if encoder.own_encoder:
-        shapes.update(encoder.encoder_param_shapes(config))
-    for layer, direction in [] if encoder.own_encoder else encoder_layer_names(config):
-        prefix = f"encoder/l{layer}/{direction}"
-        for suffix, shape in encoder.param_shapes(E if layer == 0 else K, H).items():
-            shapes[f"{prefix}/{suffix}"] = shape
-    if decoder.own_decoder:  # its blocks read the encoder themselves: no connection parameters
-        shapes.update(decoder.decoder_param_shapes(config))
-    for layer in [] if decoder.own_decoder else range(config.num_layers):
-        feed = config.output_dim if config.input_feeding else 0  # (F1) [y_t ; f_{t-1}]
-        D = E + connection.input_dim(config) + feed if layer == 0 else H
-        for suffix, shape in decoder.param_shapes(D, H).items():
-            shapes[f"decoder/l{layer}/{suffix}"] = shape
-    if not decoder.own_decoder:
-        shapes.update(connection.param_shapes(config))
+    shapes.update(ENCODERS[config.encoder].param_shapes(config))
+    shapes.update(DECODERS[config.decoder].param_shapes(config))
     if config.tie_embeddings == "none":
         shapes["output/W"] = (config.output_dim, config.tgt_vocab_size)
     shapes["output/b"] = (config.tgt_vocab_size,)
@@ -105,46 +87,36 @@ def tie_grads(grads: dict, config: ModelConfig) -> dict:
     return grads
 
 
-def layer_params(params, prefix: str, cell) -> dict[str, np.ndarray]:
-    """The cell parameters under prefix, by suffix: {"W_x": params[prefix + "/W_x"], ...}."""
-    return {suffix: params[f"{prefix}/{suffix}"] for suffix in cell.param_shapes(1, 1)}
-
-
 def init_params(config: ModelConfig, seed: int, dtype=np.float32) -> dict[str, np.ndarray]:
     """Fresh parameters, the same for a given (config, seed) in both backends.
 
-    Embeddings ~ N(0, 1), or N(0, 1/d) read by a Transformer side (whose √d scale (T5) brings them to the
-    scale of the positions) or tied to the output projection (W1), whose logits it keeps at unit scale;
-    output bias 0; cell parameters as the cell says
-    (matrices U(-1/sqrt(H), 1/sqrt(H)) as PyTorch; the LSTM's forget-gate bias
-    1, Gers et al. 2000); connection parameters as the connection says
-    (default U(-1/sqrt(n), 1/sqrt(n)) with n the fan-in).  One generator draws
-    them in the order of param_shapes.
+    Embeddings ~ N(0, 1), or N(0, 1/d) read by a stack with positions (the Transformer: its √d scale (T5)
+    brings them to the scale of the positions) or tied to the output projection (W1), whose logits it keeps
+    at unit scale; output bias 0; each stack's parameters as the stack says (a recurrent stack's as its
+    cell says: matrices U(-1/sqrt(H), 1/sqrt(H)) as PyTorch, the LSTM's forget-gate bias 1, Gers et al.
+    2000; its connection's as the connection says, default U(-1/sqrt(n), 1/sqrt(n)) with n the fan-in).
+    One generator draws them in the order of param_shapes.
     """
     check_config(config)
     dtype = np.dtype(dtype)
     if not np.issubdtype(dtype, np.floating):
         raise ValueError(f"dtype: expected a floating dtype, got {dtype}")
     rng = np.random.default_rng(seed)
-    H = config.hidden_dim
+    encoder, decoder = ENCODERS[config.encoder], DECODERS[config.decoder]
+    encoder_names, decoder_names = encoder.param_shapes(config), decoder.param_shapes(config)
     params = {}
     for name, shape in param_shapes(config).items():
-        side, suffix = name.split("/", 1)[0], name.rsplit("/", 1)[1]
         if name.endswith("embed/W"):
             value = rng.standard_normal(shape)
             tied = name == "embed/W" or (name == "tgt_embed/W" and config.tie_embeddings == "target")
-            if tied or CELLS[config.encoder if name == "src_embed/W" else config.decoder].uses_positions:
+            if tied or (encoder if name == "src_embed/W" else decoder).uses_positions:
                 value = value / np.sqrt(shape[1])  # N(0, 1/d): (T5)'s √d scale gives N(0, 1), as the positions
         elif name == "output/b":
             value = np.zeros(shape)
-        elif side == "encoder" and CELLS[config.encoder].own_encoder:
-            value = CELLS[config.encoder].encoder_init_param(name, shape, rng)
-        elif side == "decoder" and CELLS[config.decoder].own_decoder:
-            value = CELLS[config.decoder].decoder_init_param(name, shape, rng)
-        elif side in ("encoder", "decoder"):
-            value = CELLS[getattr(config, side)].init_param(suffix, shape, H, rng)
-        elif side == "attention":
-            value = CONNECTIONS[config.attention].init_param(name, shape, rng)
+        elif name in encoder_names:
+            value = encoder.init_param(name, shape, config, rng)
+        elif name in decoder_names:
+            value = decoder.init_param(name, shape, config, rng)
         else:
             bound = 1.0 / np.sqrt(shape[0])
             value = rng.uniform(-bound, bound, size=shape)

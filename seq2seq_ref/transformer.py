@@ -1,5 +1,4 @@
-"""The Transformer encoder (Vaswani et al. 2017), pre-LN, MATH.md (T5)-(T8): a cell family that brings its own
-encoder stack instead of a recurrence run layer by layer.
+"""The Transformer encoder stack (Vaswani et al. 2017), pre-LN, MATH.md (T5)-(T8).
 
     x_0 = √d · e + P                                  (T5) embeddings scaled, plus sinusoidal positions (T1)
     x ← x + drop(SelfAttn(LN_1(x)))                    (T6) each block l, key-padding mask
@@ -16,15 +15,12 @@ import math
 
 import numpy as np
 
-from .components import Cell
-from .transformer_decoder import (
-    decoder_block_param_shapes, transformer_decoder_backward, transformer_decoder_forward, transformer_decoder_memory,
-    transformer_decoder_step,
-)
+from .components import EncoderStack
 from .layers import dropout_backward, dropout_forward
 from .transformer_layers import (
-    ATTENTION, FFN, attention_mask, block_params, feed_forward_backward, feed_forward_forward, layer_norm_backward,
-    layer_norm_forward, self_attention_backward, self_attention_forward, sinusoidal_positions, sublayer_param_shapes,
+    ATTENTION, FFN, attention_mask, block_params, check_width, feed_forward_backward, feed_forward_forward,
+    init_block_param, layer_norm_backward, layer_norm_forward, self_attention_backward, self_attention_forward,
+    sinusoidal_positions, sublayer_param_shapes,
 )
 
 
@@ -103,39 +99,22 @@ def transformer_encoder_backward(dkeys, dstates, cache):
     return math.sqrt(d) * dh, grads                                                        # (T5')
 
 
-class Transformer(Cell):
-    """A Transformer side.  It has no recurrence: `own_encoder` says it brings the whole encoder stack (its
-    parameter shapes, dropout places, forward and backward) instead of a cell run layer by layer; its bridge
-    state is one entry, h (T8).  As a decoder (`own_decoder`) it brings its stack too, and reads the encoder
-    through its own cross-attention (transformer_decoder.py), so it needs attention='multihead'."""
+class TransformerEncoder(EncoderStack):
+    """The Transformer as an EncoderStack: its bridge state is one entry, h (T8)."""
 
     name = "transformer"
     state_names = ("h",)
-    own_encoder = True
-    own_decoder = True
+    one_width = True
     uses_heads = True
     uses_positions = True
 
-    @staticmethod
-    def check_config(config, side):
-        if config.embed_dim != config.hidden_dim:
-            raise ValueError(f"embed_dim: expected hidden_dim ({config.hidden_dim}) with {side}='transformer' "
-                             f"(its width d is both), got {config.embed_dim}")
-        if config.hidden_dim % config.num_heads:
-            raise ValueError(f"num_heads: expected a divisor of hidden_dim ({config.hidden_dim}) with "
-                             f"{side}='transformer', got {config.num_heads}")
-        if side == "encoder" and config.bidirectional:
-            raise ValueError("bidirectional: expected False with encoder='transformer' (self-attention already "
-                             "reads both ways), got True")
-        if side == "decoder" and config.attention != "multihead":
-            raise ValueError(f"attention: expected 'multihead' with decoder='transformer' (its blocks' "
-                             f"cross-attention), got {config.attention!r}")
-        if side == "decoder" and config.input_feeding:
-            raise ValueError("input_feeding: expected False with decoder='transformer' (it sees every earlier "
-                             "position already), got True")
+    def check_config(self, config):
+        check_width(config, "encoder")
+        if config.bidirectional:
+            raise ValueError(f"bidirectional: expected False with encoder={config.encoder!r} (self-attention "
+                             f"already reads both ways), got True")
 
-    @staticmethod
-    def encoder_param_shapes(config):
+    def param_shapes(self, config):
         shapes = {}
         for layer in range(config.num_layers):
             for suffix, shape in block_param_shapes(config.hidden_dim, config.inner_dim).items():
@@ -143,19 +122,10 @@ class Transformer(Cell):
         shapes.update({"encoder/ln_f/gamma": (config.hidden_dim,), "encoder/ln_f/beta": (config.hidden_dim,)})
         return shapes
 
-    @staticmethod
-    def encoder_init_param(name, shape, rng):
-        """Layer-norm gains 1, every bias and shift 0, matrices U(-1/sqrt(n), 1/sqrt(n)) with n the fan-in."""
-        suffix = name.rsplit("/", 1)[1]
-        if suffix == "gamma":
-            return np.ones(shape)
-        if suffix == "beta" or suffix.startswith("b_"):
-            return np.zeros(shape)
-        bound = 1.0 / np.sqrt(shape[0])
-        return rng.uniform(-bound, bound, size=shape)
+    def init_param(self, name, shape, config, rng):
+        return init_block_param(name, shape, rng)
 
-    @staticmethod
-    def encoder_dropout_shapes(config, B, S):
+    def dropout_shapes(self, config, B, S):
         """(D1) on the attention weights and on both residual branches of every block."""
         shapes = {}
         for layer in range(config.num_layers):
@@ -164,39 +134,14 @@ class Transformer(Cell):
             shapes[f"encoder/l{layer}/ffn"] = (B, S, config.hidden_dim)
         return shapes
 
-    encoder_forward = staticmethod(transformer_encoder_forward)
-    encoder_backward = staticmethod(transformer_encoder_backward)
+    def forward(self, x, lengths, params, config, dropout_masks):
+        return transformer_encoder_forward(x, lengths, params, config, dropout_masks)
 
-    @staticmethod
-    def decoder_param_shapes(config):
-        shapes = {}
-        for layer in range(config.num_layers):
-            for suffix, shape in decoder_block_param_shapes(config.hidden_dim, config.key_dim,
-                                                            config.inner_dim).items():
-                shapes[f"decoder/l{layer}/{suffix}"] = shape
-        shapes.update({"decoder/ln_f/gamma": (config.hidden_dim,), "decoder/ln_f/beta": (config.hidden_dim,)})
-        return shapes
+    def backward(self, dkeys, dstates, cache):
+        return transformer_encoder_backward(dkeys, dstates, cache)
 
-    decoder_init_param = encoder_init_param
-
-    @staticmethod
-    def decoder_dropout_shapes(config, B, S, T):
-        """(D1) on the self- and cross-attention weights and on the three residual branches of every block."""
-        shapes, d, heads = {}, config.hidden_dim, config.num_heads
-        for layer in range(config.num_layers):
-            shapes.update({f"decoder/l{layer}/self_weights": (B, heads, T, T), f"decoder/l{layer}/self": (B, T, d),
-                           f"decoder/l{layer}/cross_weights": (B, heads, T, S), f"decoder/l{layer}/cross": (B, T, d),
-                           f"decoder/l{layer}/ffn": (B, T, d)})
-        return shapes
-
-    @staticmethod
-    def initial_states(batch_size, config, dtype):
-        """The decoding state: each block's self-attention keys and values of the prefix [B, heads, t, d_h],
-        empty at first."""
-        shape = (batch_size, config.num_heads, 0, config.hidden_dim // config.num_heads)
-        return [(np.zeros(shape, dtype), np.zeros(shape, dtype)) for _ in range(config.num_layers)]
-
-    decoder_forward = staticmethod(transformer_decoder_forward)
-    decoder_backward = staticmethod(transformer_decoder_backward)
-    decoder_memory = staticmethod(transformer_decoder_memory)
-    decoder_step = staticmethod(transformer_decoder_step)
+    def matmul_flops(self, config, batch, src_len):
+        """Per block, (T4) the Q, K, V, O projections (2 B S d^2 each) and the two quadratic products, scores
+        Q K^T and context alpha V (2 B S S d each); (T7) the feed-forward network 2 * 2 B S d F."""
+        B, S, d, F = batch, src_len, config.hidden_dim, config.inner_dim
+        return config.num_layers * (4 * 2 * B * S * d * d + 2 * 2 * B * S * S * d + 2 * 2 * B * S * d * F)

@@ -17,13 +17,15 @@ import math
 
 import numpy as np
 
+from .components import DecoderStack, Memory, one_of
+from .connections import CONNECTIONS
 from .layers import dropout_backward, dropout_forward
 from .connections.multihead import split_heads
 from .ops import linear
 from .transformer_layers import (
-    ATTENTION, FFN, attention_backward, attention_forward, attention_over, block_params, feed_forward_backward,
-    feed_forward_forward, layer_norm_backward, layer_norm_forward, self_attention_backward, self_attention_forward,
-    sinusoidal_positions, sublayer_param_shapes,
+    ATTENTION, FFN, attention_backward, attention_forward, attention_over, block_params, check_width,
+    feed_forward_backward, feed_forward_forward, init_block_param, layer_norm_backward, layer_norm_forward,
+    self_attention_backward, self_attention_forward, sinusoidal_positions, sublayer_param_shapes,
 )
 
 PARTS = ("self_weights", "self", "cross_weights", "cross", "ffn")  # its dropout places
@@ -148,3 +150,85 @@ def transformer_decoder_step(y_t, states, memory, params, config):
         new_states.append((K, V))
     feature, _ = layer_norm_forward(x[:, 0], params["decoder/ln_f/gamma"], params["decoder/ln_f/beta"])  # (T13)
     return feature, new_states, alpha[:, :, 0].mean(axis=1)
+
+
+class TransformerDecoder(DecoderStack):
+    """The Transformer as a DecoderStack.  It reads the encoder through its blocks' own multi-head
+    cross-attention, so it takes no connection of its own (uses_connection False) and accepts only a
+    connection with heads as config.attention, whose num_heads its blocks share."""
+
+    name = "transformer"
+    uses_connection = False
+    one_width = True
+    uses_heads = True
+    uses_positions = True
+    position_cache = True
+
+    def accepts(self, connection):
+        return connection.uses_heads
+
+    def check_config(self, config):
+        check_width(config, "decoder")
+        if not self.accepts(CONNECTIONS[config.attention]):
+            accepted = [name for name, connection in CONNECTIONS.items() if self.accepts(connection)]
+            raise ValueError(f"attention: expected {one_of(accepted)} with decoder={config.decoder!r} (its blocks' "
+                             f"cross-attention has heads), got {config.attention!r}")
+        if config.input_feeding:
+            raise ValueError(f"input_feeding: expected False with decoder={config.decoder!r} (it sees every earlier "
+                             f"position already), got True")
+
+    def param_shapes(self, config):
+        shapes = {}
+        for layer in range(config.num_layers):
+            for suffix, shape in decoder_block_param_shapes(config.hidden_dim, config.key_dim,
+                                                            config.inner_dim).items():
+                shapes[f"decoder/l{layer}/{suffix}"] = shape
+        shapes.update({"decoder/ln_f/gamma": (config.hidden_dim,), "decoder/ln_f/beta": (config.hidden_dim,)})
+        return shapes
+
+    def init_param(self, name, shape, config, rng):
+        return init_block_param(name, shape, rng)
+
+    def dropout_shapes(self, config, B, S, T):
+        """(D1) on the self- and cross-attention weights and on the three residual branches of every block."""
+        shapes, d, heads = {}, config.hidden_dim, config.num_heads
+        for layer in range(config.num_layers):
+            shapes.update({f"decoder/l{layer}/self_weights": (B, heads, T, T), f"decoder/l{layer}/self": (B, T, d),
+                           f"decoder/l{layer}/cross_weights": (B, heads, T, S), f"decoder/l{layer}/cross": (B, T, d),
+                           f"decoder/l{layer}/ffn": (B, T, d)})
+        return shapes
+
+    def initial_states(self, encoder_states, encoder_state_names, config):
+        """The decoding state: each block's self-attention keys and values of the prefix [B, heads, t, d_h],
+        empty at first; the encoder's final states are not read."""
+        h = encoder_states[0][0]
+        shape = (h.shape[0], config.num_heads, 0, config.hidden_dim // config.num_heads)
+        return [(np.zeros(shape, h.dtype), np.zeros(shape, h.dtype)) for _ in range(config.num_layers)]
+
+    def initial_states_backward(self, dstates, encoder_state_names, config):
+        return None
+
+    def memory(self, keys, src_mask, params, config) -> Memory:
+        return Memory(keys, src_mask, transformer_decoder_memory(keys, params, config))
+
+    def forward(self, y, tgt_lengths, init_states, keys, src_mask, params, config, dropout_masks):
+        return transformer_decoder_forward(y, keys, src_mask, params, config, dropout_masks)
+
+    def backward(self, dfeatures, cache):
+        dy, dkeys, grads = transformer_decoder_backward(dfeatures, cache)
+        return dy, None, dkeys, grads
+
+    def step(self, y_t, states, memory: Memory, params, config, step_mask=None):
+        """(step_mask is not needed: a position past a target's end never reaches a real one, (T10) is causal.)"""
+        return transformer_decoder_step(y_t, states, memory, params, config)
+
+    def matmul_flops(self, config, batch, src_len, tgt_len, decoding=False):
+        """Per block, (T10) self-attention: Q, K, V, O projections and the scores and context over the prefix
+        (training computes the whole causal T x T matrix, masked entries included; decoding with the cache has
+        position t attend to t keys); (T11) cross-attention: Q, O per position, K, V once per source position,
+        scores and context over S; (T12) the feed-forward network."""
+        B, S, T, d, F = batch, src_len, tgt_len, config.hidden_dim, config.inner_dim
+        self_pairs = T * (T + 1) // 2 if decoding else T * T
+        return config.num_layers * (4 * 2 * B * T * d * d + 2 * 2 * B * self_pairs * d
+                                    + 2 * 2 * B * T * d * d + 2 * 2 * B * S * d * d + 2 * 2 * B * T * S * d
+                                    + 2 * 2 * B * T * d * F)

@@ -163,3 +163,24 @@ def self_attention_backward(dy, cache):
     gradients of W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o."""
     dx, dmemory, *grads = attention_backward(dy, cache)
     return (dx + dmemory, *grads)
+
+
+def init_block_param(name, shape, rng):
+    """Layer-norm gains 1, every bias and shift 0, matrices U(-1/sqrt(n), 1/sqrt(n)) with n the fan-in."""
+    suffix = name.rsplit("/", 1)[1]
+    if suffix == "gamma":
+        return np.ones(shape)
+    if suffix == "beta" or suffix.startswith("b_"):
+        return np.zeros(shape)
+    bound = 1.0 / np.sqrt(shape[0])
+    return rng.uniform(-bound, bound, size=shape)
+
+
+def check_width(config, side: str) -> None:
+    """What both Transformer stacks need: one width d = embed_dim = hidden_dim, split evenly by the heads."""
+    if config.embed_dim != config.hidden_dim:
+        raise ValueError(f"embed_dim: expected hidden_dim ({config.hidden_dim}) with {side}={getattr(config, side)!r} "
+                         f"(its width d is both), got {config.embed_dim}")
+    if config.hidden_dim % config.num_heads:
+        raise ValueError(f"num_heads: expected a divisor of hidden_dim ({config.hidden_dim}) with "
+                         f"{side}={getattr(config, side)!r}, got {config.num_heads}")

@@ -4,21 +4,21 @@ import itertools
 import numpy as np
 
 from seq2seq_ref import ModelConfig, init_params, make_batch
-from seq2seq_ref.config import DECODER_TYPES, ENCODER_TYPES
 from seq2seq_ref.gradcheck import relative_error
-from seq2seq_ref.registry import CELLS, CONNECTIONS
+from seq2seq_ref.registry import CELLS, CONNECTIONS, DECODERS, ENCODERS
 
-# Every registered component: a new cell or connection is tested without anyone adding it here.
+# Every registered component: a new cell, stack or connection is tested without anyone adding it here.
 CELL_NAMES = tuple(CELLS)
-ENCODER_NAMES = ENCODER_TYPES
-DECODER_NAMES = DECODER_TYPES
+ENCODER_NAMES = tuple(ENCODERS)
+DECODER_NAMES = tuple(DECODERS)
 ATTENTIONS = tuple(CONNECTIONS)
 
-# What a family may require, by the field its error names (a Transformer side: embed_dim = hidden_dim, an
-# encoder that is not bidirectional, a decoder that reads the encoder by multi-head attention).
+# What a stack may require, by the field its error names (a Transformer side: embed_dim = hidden_dim, an
+# encoder that is not bidirectional, a decoder that accepts only a connection with heads).
 _FITS = {"embed_dim": lambda fields: {"embed_dim": fields["hidden_dim"]},
          "bidirectional": lambda fields: {"bidirectional": False},
-         "attention": lambda fields: {"attention": "multihead"},
+         "attention": lambda fields: {"attention": next(name for name, connection in CONNECTIONS.items()
+                                                       if DECODERS[fields["decoder"]].accepts(connection))},
          "input_feeding": lambda fields: {"input_feeding": False}}
 
 
@@ -26,7 +26,7 @@ def grid(layers_and_directions=((1, False), (2, True)), **sizes):
     """(encoder, decoder, attention, layers, bidirectional) of every registered combination, fitted as
     config_with_heads fits them, each once."""
     seen = []
-    for encoder, decoder, attention in itertools.product(ENCODER_TYPES, DECODER_TYPES, tuple(CONNECTIONS)):
+    for encoder, decoder, attention in itertools.product(ENCODER_NAMES, DECODER_NAMES, ATTENTIONS):
         for layers, bidirectional in layers_and_directions:
             c = config_with_heads(**sizes, num_layers=layers, bidirectional=bidirectional, attention=attention,
                                   encoder=encoder, decoder=decoder)

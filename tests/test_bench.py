@@ -10,6 +10,8 @@ from seq2seq_lab.bench.configs import CONFIGS, beam_search_flops, forward_flops,
 from seq2seq_lab.bench.harness import add_torch_ratios, interleaved_schedule, measure_isolated
 from seq2seq_lab.cli import main
 from seq2seq_ref import loss_and_grads
+from seq2seq_ref.components import Connection
+from seq2seq_ref.registry import CONNECTIONS
 from seq2seq_ref.decode import beam_search, greedy_decode
 from tests.helpers import (
     ATTENTIONS, DECODER_NAMES, ENCODER_NAMES, assert_close_rel, config_with_heads, float64_params, ragged_batch,
@@ -43,9 +45,14 @@ def test_flop_count_of_gru_and_multihead():
     assert forward_flops(seed, "multihead") - forward_flops(seed, "none") == attend
     wide = seed.replace(bidirectional=True)  # K = 2H: only the K and V projections read the keys
     assert forward_flops(wide, "multihead") - forward_flops(wide, "none") == attend + 2 * 2 * B * S * H * H
-    with pytest.raises(ValueError, match="no FLOP count for 'additive'"):
-        forward_flops(seed, "additive")  # a connection without a count is never timed at 0 FLOPs
 
+
+
+def test_a_connection_without_a_flop_count_is_refused(monkeypatch):
+    # never timed at 0 FLOPs
+    monkeypatch.setitem(CONNECTIONS, "additive", type("Additive", (Connection,), {"name": "additive"}))
+    with pytest.raises(ValueError, match="no FLOP count for 'additive'"):
+        forward_flops(CONFIGS["seed"], "additive")
 
 def test_flop_count_of_the_transformer():
     """benchmarks/README.md's Transformer count, term by term, at the seed config (d = 256, FFN 1024, 1 + 1 blocks)."""

@@ -24,7 +24,7 @@ from seq2seq_ref import loss_and_grads  # noqa: E402
 from seq2seq_ref.decode import beam_search, greedy_decode  # noqa: E402
 from seq2seq_ref.gradcheck import relative_error  # noqa: E402
 from seq2seq_ref.optim import adam, apply_updates  # noqa: E402
-from seq2seq_ref.registry import CELLS  # noqa: E402
+from seq2seq_ref.registry import CONNECTIONS, DECODERS  # noqa: E402
 from seq2seq_ref import ModelConfig, init_params  # noqa: E402
 from tests.helpers import ATTENTIONS, DECODER_NAMES, ENCODER_NAMES, float64_params, ragged_batch  # noqa: E402
 from tests.jax_helpers import agreement_problems  # noqa: E402
@@ -162,7 +162,7 @@ def test_gradcheck_against_jax_cli(index, attention, capsys):
     # each connection with one (encoder, decoder) pair, the pairs taken in turn: every component is covered by
     # one compile each (test_float64_agreement draws the rest of the grid)
     pairs = [(encoder, decoder) for encoder, decoder in itertools.product(ENCODER_NAMES, DECODER_NAMES)
-             if attention == "multihead" or not CELLS[decoder].own_decoder]  # its own cross-attention
+             if DECODERS[decoder].accepts(CONNECTIONS[attention])]  # a Transformer's: one with heads
     encoder, decoder = pairs[index % len(pairs)]
     code = main(["gradcheck", "--against", "jax", "--attention", attention, "--encoder", encoder, "--decoder", decoder,
                  "--layers", "2", "--bidirectional", "--max-entries", "3", "--json"])

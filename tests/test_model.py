@@ -6,12 +6,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from seq2seq_ref import Batch, ModelConfig, init_params, loss_and_grads, make_batch, param_shapes
-from seq2seq_ref.encoder import bridge_forward
-from seq2seq_ref.decoder import decoder_forward, decoder_step_forward, make_memory
 from seq2seq_ref.gradcheck import gradcheck_model
 from seq2seq_ref.optim import adam, apply_updates
 from seq2seq_lab.gradcheck_cli import paper_variant
-from seq2seq_ref.registry import CELLS
+from seq2seq_ref.registry import DECODERS, ENCODERS
 from tests.helpers import ATTENTIONS, DECODER_NAMES, config_with_heads, grid, float64_params, ragged_batch
 
 # Every (encoder, decoder, connection) of the registries, at (1 layer, unidirectional) and (2, bidirectional).
@@ -117,13 +115,15 @@ def test_step_path_equals_parallel_path(attention, decoder, rng):
     src_mask = np.arange(S)[None, :] < np.array([5, 2, 3])[:, None]
     y = rng.standard_normal((B, T, config.embed_dim))
     tgt_lengths = np.array([4, 1, 2])
-    encoder_states = [tuple(rng.standard_normal((B, config.hidden_dim)) for _ in CELLS[config.encoder].state_names)
+    encoder, stack = ENCODERS[config.encoder], DECODERS[config.decoder]
+    encoder_states = [tuple(rng.standard_normal((B, config.hidden_dim)) for _ in encoder.state_names)
                       for _ in range(2)]
-    states = bridge_forward(encoder_states, config)  # random recurrent states; an empty cache for a Transformer
-    features, alpha, _ = decoder_forward(y, tgt_lengths, states, keys, src_mask, params, config, {})
-    memory = make_memory(keys, src_mask, params, config)
+    # random recurrent states; an empty cache for a Transformer
+    states = stack.initial_states(encoder_states, encoder.state_names, config)
+    features, alpha, _ = stack.forward(y, tgt_lengths, states, keys, src_mask, params, config, {})
+    memory = stack.memory(keys, src_mask, params, config)
     for t in range(T):
-        feature, states, alpha_t, _ = decoder_step_forward(y[:, t], states, memory, t < tgt_lengths, params, config)
+        feature, states, alpha_t = stack.step(y[:, t], states, memory, params, config, t < tgt_lengths)
         np.testing.assert_allclose(features[:, t], feature, rtol=1e-12, atol=1e-14)
         if alpha is not None:
             np.testing.assert_allclose(alpha[:, t], alpha_t, rtol=1e-12, atol=1e-14)

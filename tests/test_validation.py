@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from seq2seq_ref import ModelConfig, init_params, loss_and_grads, make_batch
-from seq2seq_ref.config import ATTENTION_TYPES, DECODER_TYPES, ENCODER_TYPES
+from seq2seq_ref.registry import CONNECTIONS, DECODERS, ENCODERS
 from seq2seq_ref.decode import beam_search, greedy_decode
 from seq2seq_ref.validation import check_decode_args
 
@@ -25,9 +25,9 @@ def _batch(batch, **changes):
 
 @pytest.mark.parametrize("kwargs,match", [
     # the names offered are the registries' (a new cell or connection changes them, not this test)
-    (dict(attention="dot"), rf"attention: expected one of {re.escape(str(ATTENTION_TYPES))}, got 'dot'"),
-    (dict(encoder="rnn"), rf"encoder: expected one of {re.escape(str(ENCODER_TYPES))}, got 'rnn'"),
-    (dict(decoder="rnn"), rf"decoder: expected one of {re.escape(str(DECODER_TYPES))}, got 'rnn'"),
+    (dict(attention="dot"), rf"attention: expected one of {re.escape(str(tuple(CONNECTIONS)))}, got 'dot'"),
+    (dict(encoder="rnn"), rf"encoder: expected one of {re.escape(str(tuple(ENCODERS)))}, got 'rnn'"),
+    (dict(decoder="rnn"), rf"decoder: expected one of {re.escape(str(tuple(DECODERS)))}, got 'rnn'"),
     (dict(decoder="transformer", embed_dim=4), r"attention: expected 'multihead' with decoder='transformer'"),
     (dict(decoder="transformer", embed_dim=4, attention="multihead", input_feeding=True),
      r"input_feeding: expected False with decoder='transformer'"),

@@ -5,7 +5,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from seq2seq_ref import ModelConfig
-from seq2seq_ref.registry import CELLS
+from seq2seq_ref.components import one_of
+from seq2seq_ref.registry import CONNECTIONS, DECODERS, ENCODERS
 
 
 @dataclass(frozen=True)
@@ -23,19 +24,23 @@ class BenchConfig:
     ffn: int | None = None  # a Transformer block's feed-forward width; None: 4 * hidden
 
     def model(self, attention: str, cell: str = "lstm") -> ModelConfig:
-        """The model of one benchmark point: `cell` on both sides, `heads` heads where attention is multi-head.
+        """The model of one benchmark point: the stacks named `cell` on both sides, `heads` heads where the
+        connection or a stack has heads.
 
-        A family with its own stack (the Transformer) has one width d = hidden for embeddings and blocks, the
-        heads of multi-head attention in its blocks, no second direction, and positions up to the lengths.
+        A stack of one width (the Transformer) has embeddings as wide as its layers (d = hidden); a stack
+        without a second direction runs one; positions reach the lengths.
         """
-        own_stack = CELLS[cell].own_encoder
-        heads = (self.heads or default_heads(self.hidden)) if attention == "multihead" or own_stack else 1
-        if CELLS[cell].own_decoder and attention != "multihead":
-            raise ValueError(f"attention: expected 'multihead' with cell {cell!r}, whose decoder blocks read the "
-                             f"encoder by multi-head cross-attention, got {attention!r}")
+        encoder, decoder, connection = ENCODERS[cell], DECODERS[cell], CONNECTIONS[attention]
+        one_width = encoder.one_width or decoder.one_width
+        heads = self.heads or default_heads(self.hidden)
+        if not (connection.uses_heads or encoder.uses_heads or decoder.uses_heads):
+            heads = 1
+        if not decoder.accepts(connection):
+            accepted = [name for name, c in CONNECTIONS.items() if decoder.accepts(c)]
+            raise ValueError(f"attention: expected {one_of(accepted)} with cell {cell!r}, got {attention!r}")
         return ModelConfig(src_vocab_size=self.vocab, tgt_vocab_size=self.vocab,
-                           embed_dim=self.hidden if own_stack else self.embed, hidden_dim=self.hidden,
-                           num_layers=self.layers, bidirectional=self.bidirectional and not own_stack,
+                           embed_dim=self.hidden if one_width else self.embed, hidden_dim=self.hidden,
+                           num_layers=self.layers, bidirectional=self.bidirectional and encoder.has_directions,
                            attention=attention, encoder=cell, decoder=cell, num_heads=heads, ffn_dim=self.ffn,
                            max_positions=max(512, self.src_len, self.tgt_len))
 
@@ -59,66 +64,23 @@ def default_heads(hidden: int) -> int:
     return next(n for n in (4, 3, 2, 1) if hidden % n == 0)
 
 
-def gate_blocks(cell: str) -> int:
-    """Gate blocks of width H in one step's matrix products: 4 for the LSTM (i, f, g, o), 3 for the GRU (r, z, n)."""
-    return CELLS[cell].param_shapes(1, 1)["W_h"][1]
-
-
-def cell_step_flops(batch: int, input_dim: int, hidden: int, cell: str = "lstm") -> int:
-    """(1) / (G1)-(G3): x W_x and h W_h for one step, 2 FLOPs per multiply-add.
-
-    The GRU's r * (h W_hn + b_hn) and the gate math are elementwise: left out, as for the LSTM.
-    """
-    return 2 * batch * (input_dim + hidden) * gate_blocks(cell) * hidden
-
-
-def transformer_forward_flops(c: BenchConfig, decode_steps: int | None = None) -> int:
-    """Matrix-multiply FLOPs of one forward pass of a Transformer on both sides (benchmarks/README.md).
-
-    Per block, (T4) attention: the Q, K, V, O projections (2 B n d^2 each over n positions) and the two
-    quadratic products, scores Q K^T and context alpha V (2 B n m d each, n queries over m keys); (T7) the
-    feed-forward network 2 * 2 B n d F.  Training computes the whole causal T x T score matrix (masked
-    entries included); decoding with a key/value cache has position t attend to t keys only.
-    """
-    B, d, V, S, L = c.batch, c.hidden, c.vocab, c.src_len, c.layers
-    F = c.ffn or 4 * d
-    T = c.tgt_len if decode_steps is None else decode_steps
-    self_pairs = T * T if decode_steps is None else T * (T + 1) // 2
-    encoder = L * (4 * 2 * B * S * d * d + 2 * 2 * B * S * S * d + 2 * 2 * B * S * d * F)
-    decoder = L * (4 * 2 * B * T * d * d + 2 * 2 * B * self_pairs * d             # (T10) causal self-attention
-                   + 2 * 2 * B * T * d * d + 2 * 2 * B * S * d * d + 2 * 2 * B * T * S * d  # (T11) cross: Q, O; K, V
-                   + 2 * 2 * B * T * d * F)                                        # (T12)
-    return encoder + decoder + 2 * B * T * d * V
-
-
 def forward_flops(c: BenchConfig, attention: str, decode_steps: int | None = None, cell: str = "lstm") -> int:
-    """Matrix-multiply FLOPs of one forward pass (elementwise work is left out; it is O(1/H) of this)."""
-    if CELLS[cell].own_encoder:
-        return transformer_forward_flops(c, decode_steps)
-    B, E, H, V, S = c.batch, c.embed, c.hidden, c.vocab, c.src_len
+    """Matrix-multiply FLOPs of one forward pass: each stack's count and its connection's (their matmul_flops,
+    derived in benchmarks/README.md), and the output layer's; elementwise work is left out (O(1/H) of this).
+    decode_steps: that many positions decoded one at a time (a cache of positions attends to the prefix only).
+
+    A connection that states no count is refused: never timed at 0 FLOPs.
+    """
+    if attention not in CONNECTIONS:
+        raise ValueError(f"attention: expected one of {tuple(CONNECTIONS)}, got {attention!r}")
+    config = c.model(attention, cell)
     T = c.tgt_len if decode_steps is None else decode_steps
-    dirs = 2 if c.bidirectional else 1
-    K, A = H * dirs, H
-    encoder = sum(S * dirs * cell_step_flops(B, E if l == 0 else K, H, cell) for l in range(c.layers))
-    decoder_input = E + (K if attention == "bahdanau" else 0)
-    decoder = sum(T * cell_step_flops(B, decoder_input if l == 0 else H, H, cell) for l in range(c.layers))
-    if attention == "bahdanau":
-        # (A0) once; per step (A1) query projection, (A2) scores, (A4) context
-        attend = 2 * B * S * K * A + T * (2 * B * H * A + 2 * B * S * A + 2 * B * S * K)
-    elif attention == "luong":
-        # (L1) s W_a and scores, (L3) context, (L4) [ctx; s] W_c
-        attend = T * (2 * B * H * K + 2 * B * S * K + 2 * B * S * K + 2 * B * (K + H) * H)
-    elif attention == "multihead":
-        # (M0) once: keys W_k and keys W_v; per step (M1) s W_q, (M2) scores and (M4) context (heads x d = H
-        # wide in all), (M5) heads W_o, (M6) [o; s] W_c
-        attend = 2 * (2 * B * S * K * H) + T * (2 * B * H * H + 2 * B * S * H + 2 * B * S * H + 2 * B * H * H
-                                                + 2 * B * 2 * H * H)
-    elif attention == "none":
-        attend = 0
-    else:  # a new connection must state its cost: never time it at 0 FLOPs silently
-        raise ValueError(f"attention: no FLOP count for {attention!r} in seq2seq_lab/bench/configs.py")
-    output = 2 * B * T * H * V
-    return encoder + decoder + attend + output
+    try:
+        encoder = ENCODERS[cell].matmul_flops(config, c.batch, c.src_len)
+        decoder = DECODERS[cell].matmul_flops(config, c.batch, c.src_len, T, decoding=decode_steps is not None)
+    except NotImplementedError:
+        raise ValueError(f"attention: no FLOP count for {attention!r} with cell {cell!r} (its matmul_flops)") from None
+    return encoder + decoder + 2 * c.batch * T * config.output_dim * c.vocab
 
 
 def train_step_flops(c: BenchConfig, attention: str, cell: str = "lstm") -> int:

@@ -21,7 +21,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seq2seq_ref import ModelConfig
 from seq2seq_ref.decode import DEFAULT_LENGTH_PENALTY, SHORTLIST, length_normaliser, ranked_hypotheses
-from seq2seq_ref.registry import CELLS
+from seq2seq_ref.registry import CELLS, DECODERS, ENCODERS
 from seq2seq_ref.transformer_layers import sinusoidal_positions
 
 # torch's module for each of our cells: a whole sequence, and one step (for the decoder under Bahdanau)
@@ -335,7 +335,7 @@ def best_candidates(candidates, step, count: int):
     return listed.gather(1, order[:, :count])
 
 
-# Families that bring their own encoder or decoder stack (seq2seq_ref's own_encoder, own_decoder)
+# The stacks that are not a recurrent cell on each layer (seq2seq_ref.registry.ENCODERS, DECODERS), by name
 TORCH_ENCODERS = {"transformer": TransformerEncoder}
 TORCH_DECODERS = {"transformer": TransformerDecoder}
 
@@ -388,9 +388,9 @@ class TorchSeq2Seq(nn.Module):
         with its own stack starts from an empty key/value cache."""
         if self.attention is None:
             return self.decoder.empty_cache(state[0].shape[1], state[0])
-        named = dict(zip(CELLS[self.config.encoder].state_names, state))
+        named = dict(zip(ENCODERS[self.config.encoder].state_names, state))
         return tuple(named[n] if n in named else torch.zeros_like(state[0])
-                     for n in CELLS[self.config.decoder].state_names)
+                     for n in DECODERS[self.config.decoder].state_names)
 
     def decoder_memory(self, keys, src_mask) -> tuple:
         """What every decoding step reads of the source, batch first (None where absent): the Transformer

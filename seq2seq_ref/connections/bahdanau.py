@@ -10,6 +10,12 @@ class Bahdanau(Connection):
     feeds_input = True
 
     @staticmethod
+    def matmul_flops(config, batch, src_len, steps):
+        """(A0) once; per step (A1) the query projection, (A2) scores, (A4) context."""
+        B, S, H, K, A = batch, src_len, config.hidden_dim, config.key_dim, config.attention_dim
+        return 2 * B * S * K * A + steps * (2 * B * H * A + 2 * B * S * A + 2 * B * S * K)
+
+    @staticmethod
     def param_shapes(config):
         H, K, A = config.hidden_dim, config.key_dim, config.attention_dim
         return {"attention/W_q": (H, A), "attention/W_k": (K, A), "attention/v": (A,)}

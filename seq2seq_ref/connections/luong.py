@@ -9,6 +9,12 @@ class Luong(Connection):
     name = "luong"
 
     @staticmethod
+    def matmul_flops(config, batch, src_len, steps):
+        """Per step (L1) s W_a and the scores, (L3) context, (L4) [ctx; s] W_c."""
+        B, S, H, K = batch, src_len, config.hidden_dim, config.key_dim
+        return steps * (2 * B * H * K + 2 * B * S * K + 2 * B * S * K + 2 * B * (K + H) * H)
+
+    @staticmethod
     def param_shapes(config):
         H, K = config.hidden_dim, config.key_dim
         return {"attention/W_a": (H, K), "attention/W_c": (K + H, H)}

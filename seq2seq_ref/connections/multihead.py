@@ -71,6 +71,15 @@ def multihead_attention_backward(dattentional, cache):
 
 class MultiHead(Connection):
     name = "multihead"
+    uses_heads = True
+
+    @staticmethod
+    def matmul_flops(config, batch, src_len, steps):
+        """(M0) once: keys W_k and keys W_v; per step (M1) s W_q, (M2) scores and (M4) context (heads x d = H wide
+        in all), (M5) heads W_o, (M6) [o; s] W_c."""
+        B, S, H, K = batch, src_len, config.hidden_dim, config.key_dim
+        return 2 * (2 * B * S * K * H) + steps * (2 * B * H * H + 2 * B * S * H + 2 * B * S * H + 2 * B * H * H
+                                                  + 2 * B * 2 * H * H)
 
     @staticmethod
     def check_config(config):

@@ -9,6 +9,10 @@ class NoAttention(Connection):
     has_weights = False
 
     @staticmethod
+    def matmul_flops(config, batch, src_len, steps):
+        return 0
+
+    @staticmethod
     def output_forward(queries, memory, params, config):
         """f_t = s_t: queries [B, T, H] -> features [B, T, H], no weights."""
         return queries, None, None
