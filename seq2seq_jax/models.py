@@ -55,12 +55,13 @@ class Seq2Seq(nnx.Module):
             return self.output(features)
         return self.output(features, self.embedding("tgt").W[...])
 
-    def encode(self, src, src_lengths, dropout_masks=None, unroll=1, max_len=1):
+    def encode(self, src, src_lengths, dropout_masks=None, unroll=1, max_len=1, segments=None):
         """src int[B, S] -> Memory (what the decoder reads of the source) and the decoder's initial states (a
-        decoder with a cache of positions: its cache, for max_len positions)."""
+        decoder with a cache of positions: its cache, for max_len positions).  segments: a packed batch's
+        source segment ids (T14), or None."""
         dropout_masks = dropout_masks or {}
         x = dropout(self.embedding("src")(src), dropout_masks.get("src_embed"))
-        keys, states = self.encoder(x, src_lengths, dropout_masks, unroll)
+        keys, states = self.encoder(x, src_lengths, dropout_masks, unroll, segments)
         memory = Memory(keys, length_mask(src_lengths, src.shape[1]), self.decoder.memory(keys, self.attention))
         encoder_state_names = reference.ENCODERS[self.config.encoder].state_names
         return memory, self.decoder.initial_states(states, encoder_state_names, max_len)
@@ -74,18 +75,22 @@ class Seq2Seq(nnx.Module):
         padded; a recurrent decoder's states as they are)."""
         return self.decoder.extend_states(states, max_len)
 
-    def features(self, tgt_in, tgt_lengths, memory: Memory, states, dropout_masks=None, unroll=1):
-        """Teacher-forced decoder features [B, T, F] and attention weights [B, T, S] (or None)."""
+    def features(self, tgt_in, tgt_lengths, memory: Memory, states, dropout_masks=None, unroll=1, segments=None):
+        """Teacher-forced decoder features [B, T, F] and attention weights [B, T, S] (or None).  segments: a
+        packed batch's (source, target) segment ids (T14), or None."""
         dropout_masks = dropout_masks or {}
         y = dropout(self.embedding("tgt")(tgt_in), dropout_masks.get("tgt_embed"))
         mask = length_mask(tgt_lengths, tgt_in.shape[1])
-        return self.decoder.features(y, mask, memory, states, dropout_masks, self.attention, unroll)
+        return self.decoder.features(y, mask, memory, states, dropout_masks, self.attention, unroll, segments)
 
     def loss(self, batch, dropout_masks=None, unroll=1):
         """(O2) mean smoothed cross-entropy over real target tokens; computed in float32 at least."""
         dropout_masks = dropout_masks or {}
-        memory, states = self.encode(batch.src, batch.src_lengths, dropout_masks, unroll)
-        features, _ = self.features(batch.tgt_in, batch.tgt_lengths, memory, states, dropout_masks, unroll)
+        packed = batch.src_segments is not None  # (T14) several sentences per row
+        memory, states = self.encode(batch.src, batch.src_lengths, dropout_masks, unroll,
+                                     segments=batch.src_segments if packed else None)
+        features, _ = self.features(batch.tgt_in, batch.tgt_lengths, memory, states, dropout_masks, unroll,
+                                    segments=(batch.src_segments, batch.tgt_segments) if packed else None)
         logits = self.logits(dropout(features, dropout_masks.get("output")))
         logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
         return softmax_cross_entropy(logits, batch.tgt_out, length_mask(batch.tgt_lengths, batch.tgt_in.shape[1]),

@@ -35,7 +35,8 @@ class RecurrentEncoder(nnx.Module):
         for layer in range(config.num_layers):
             setattr(self, f"l{layer}", EncoderLayer(cell, config, params, f"encoder/l{layer}", custom_vjp))
 
-    def __call__(self, x, lengths, dropout_masks, unroll=1):
+    def __call__(self, x, lengths, dropout_masks, unroll=1, segments=None):
+        """segments: None (a recurrent stack does not pack: check_batch refuses a packed batch for it)."""
         B, S = x.shape[:2]
         zeros = tuple(jnp.zeros((B, self.config.hidden_dim), x.dtype)
                       for _ in reference.CELLS[self.config.encoder].state_names)
@@ -120,8 +121,9 @@ class RecurrentDecoder(nnx.Module):
             states = [*states, (jnp.where(step_mask[:, None], feature, feed),)]
         return feature, states, alpha
 
-    def features(self, y, mask, memory, states, dropout_masks, attention, unroll=1):
-        """Teacher-forced: y [B, T, E] embedded tgt_in -> features [B, T, F], weights [B, T, S] (or None)."""
+    def features(self, y, mask, memory, states, dropout_masks, attention, unroll=1, segments=None):
+        """Teacher-forced: y [B, T, E] embedded tgt_in -> features [B, T, F], weights [B, T, S] (or None).
+        segments: None (a recurrent stack does not pack)."""
         layer_masks = [dropout_masks.get(f"decoder/l{layer}") for layer in range(self.config.num_layers)]
         if self.feeds_input or self.config.input_feeding:  # a step's input depends on the step before
             def body(carry, inputs):

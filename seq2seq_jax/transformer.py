@@ -13,7 +13,7 @@ from seq2seq_ref.transformer_layers import ATTENTION, FFN
 from seq2seq_ref.transformer_layers import sinusoidal_positions
 
 from .layers import dropout, length_mask
-from .transformer_layers import feed_forward, layer_norm, self_attention
+from .transformer_layers import feed_forward, layer_norm, segment_mask, segment_positions, self_attention
 
 
 class Params(nnx.Module):
@@ -54,11 +54,17 @@ class TransformerEncoder(nnx.Module):
                                                     config.inner_dim))
         self.ln_f = Params({"gamma": params["encoder/ln_f/gamma"], "beta": params["encoder/ln_f/beta"]})
 
-    def __call__(self, x, lengths, dropout_masks, unroll=1):
+    def __call__(self, x, lengths, dropout_masks, unroll=1, segments=None):
+        """segments: a packed batch's source segment ids [B, S] (T14), or None."""
         B, S, d = x.shape
-        h = jnp.sqrt(jnp.asarray(d, x.dtype)) * x + jnp.asarray(sinusoidal_positions(S, d), x.dtype)  # (T5)
+        table = jnp.asarray(sinusoidal_positions(S, d), x.dtype)
         valid = length_mask(lengths, S)
-        mask = valid[:, None, None, :]  # key padding, as attention_mask(causal=False)
+        if segments is None:
+            h = jnp.sqrt(jnp.asarray(d, x.dtype)) * x + table                                 # (T5)
+            mask = valid[:, None, None, :]  # key padding, as attention_mask(causal=False)
+        else:
+            h = jnp.sqrt(jnp.asarray(d, x.dtype)) * x + table[segment_positions(segments)]    # (T14)
+            mask = segment_mask(segments, segments, causal=False)
         for layer in range(self.config.num_layers):
             keep = {part: dropout_masks[f"encoder/l{layer}/{part}"] for part in ("weights", "attn", "ffn")
                     if f"encoder/l{layer}/{part}" in dropout_masks}

@@ -21,7 +21,7 @@ from seq2seq_ref.transformer_layers import sinusoidal_positions
 
 from .layers import dropout
 from .transformer import Params
-from .transformer_layers import attend, feed_forward, layer_norm, project
+from .transformer_layers import attend, feed_forward, layer_norm, project, segment_mask, segment_positions
 
 
 class DecoderBlock(nnx.Module):
@@ -79,14 +79,22 @@ class TransformerDecoder(nnx.Module):
             derived[f"l{layer}/K"], derived[f"l{layer}/V"] = block.memory(keys, self.config.num_heads)
         return derived
 
-    def features(self, y, mask, memory, states, dropout_masks, attention=None, unroll=1):
+    def features(self, y, mask, memory, states, dropout_masks, attention=None, unroll=1, segments=None):
         """Teacher-forced: y [B, T, d] embedded tgt_in -> features [B, T, d], last block's weights [B, T, S].
-        (mask, states, attention, unroll: the recurrent stack's arguments, unused: causal attention needs no
-        target mask, the positions past a target's end never reach a real one.)"""
+        segments: a packed batch's (source, target) segment ids (T14), or None.  (mask, states, attention,
+        unroll: the recurrent stack's arguments, unused: causal attention needs no target mask, the positions
+        past a target's end never reach a real one.)"""
         B, T, d = y.shape
-        x = jnp.sqrt(jnp.asarray(d, y.dtype)) * y + jnp.asarray(sinusoidal_positions(T, d), y.dtype)  # (T9)
-        causal = jnp.tril(jnp.ones((T, T), bool))[None, None]
-        source = memory.src_mask[:, None, None, :]
+        table = jnp.asarray(sinusoidal_positions(T, d), y.dtype)
+        if segments is None:
+            x = jnp.sqrt(jnp.asarray(d, y.dtype)) * y + table                                  # (T9)
+            causal = jnp.tril(jnp.ones((T, T), bool))[None, None]
+            source = memory.src_mask[:, None, None, :]
+        else:
+            src_segments, tgt_segments = segments
+            x = jnp.sqrt(jnp.asarray(d, y.dtype)) * y + table[segment_positions(tgt_segments)]  # (T14)
+            causal = segment_mask(tgt_segments, tgt_segments, causal=True)
+            source = segment_mask(tgt_segments, src_segments, causal=False)
         for layer, block in enumerate(self.blocks()):
             keep = {part: dropout_masks[f"decoder/l{layer}/{part}"] for part in PARTS
                     if f"decoder/l{layer}/{part}" in dropout_masks}

@@ -3,8 +3,24 @@ backward passes autodiff gives here."""
 from __future__ import annotations
 
 import jax.numpy as jnp
+from jax import lax
 
 from .layers import dropout, masked_softmax
+
+
+def segment_positions(segments):
+    """(T14) each token's position within its own sentence [B, W], as seq2seq_ref.transformer_layers'."""
+    index = jnp.arange(segments.shape[1])
+    starts = jnp.where(jnp.diff(segments, axis=1, prepend=-1) != 0, index, 0)
+    return index - lax.cummax(starts, axis=1)
+
+
+def segment_mask(query_segments, key_segments, causal: bool):
+    """(T14) bool[B, 1, Tq, Tk]: same sentence of the row, never a padding key (and k <= q when causal)."""
+    mask = (query_segments[:, :, None] == key_segments[:, None, :]) & (key_segments[:, None, :] > 0)
+    if causal:
+        mask = mask & jnp.tril(jnp.ones((query_segments.shape[1], key_segments.shape[1]), bool))
+    return mask[:, None]
 
 
 def layer_norm(x, gamma, beta, eps=1e-5):

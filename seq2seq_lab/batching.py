@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from seq2seq_ref import Batch, ModelConfig, make_batch
+from seq2seq_ref.batch import make_packed_batch
 
 from .vocab import Vocab
 
@@ -105,3 +106,109 @@ def unk_dropout(batch: Batch, rate: float, rng: np.random.Generator, unk_id: int
 def sequential_batches(n: int, batch_size: int) -> list[np.ndarray]:
     """In order, for evaluation."""
     return [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+def pack_rows(data: EncodedPairs, order, rows: int, width: int, lookahead: int = 64) -> list[list[list[int]]]:
+    """Packed batches of the pairs in `order`: each batch `rows` rows, each row the indices of the pairs it
+    holds (both sides within `width` tokens, the target with its BOS/EOS); MATH.md (T14).
+
+    First fit, in order: a pair goes to the first row with room on both sides; one that fits nowhere waits for
+    the next batch, and a batch closes after `lookahead` such pairs in a row.  A last batch with an empty row
+    is dropped (as drop_last drops a short one), so every batch has the same shape.
+    """
+    order = list(order)
+    batches, waiting, position = [], [], 0
+    while position < len(order) or waiting:
+        src_room, tgt_room, content = [width] * rows, [width] * rows, [[] for _ in range(rows)]
+        candidates, kept, misses = waiting, [], 0
+        while misses <= lookahead:
+            if candidates:
+                i = candidates.pop(0)
+            elif position < len(order):
+                i, position = order[position], position + 1
+            else:
+                break
+            s, t = len(data.src[i]), len(data.tgt[i]) + 1
+            row = next((r for r in range(rows) if src_room[r] >= s and tgt_room[r] >= t), None)
+            if row is None:
+                kept.append(i)
+                misses += 1
+                continue
+            content[row].append(i)
+            src_room[row] -= s
+            tgt_room[row] -= t
+        waiting = kept + candidates
+        if not all(content):
+            break
+        batches.append(content)
+    return batches
+
+
+def packed_rows_for(data: EncodedPairs, batch_size: int, width: int) -> int:
+    """Rows of `width` tokens that hold about batch_size pairs (their longer side, the target with BOS/EOS):
+    a packed run sees about as many sentences per step as an unpacked one."""
+    longer = np.mean([max(len(s), len(t) + 1) for s, t in zip(data.src, data.tgt)])
+    return max(1, round(batch_size * longer / width))
+
+
+def make_packed_rows_batch(data: EncodedPairs, rows: list[list[int]], config: ModelConfig, width: int) -> Batch:
+    return make_packed_batch([[data.src[i] for i in row] for row in rows], [[data.tgt[i] for i in row] for row in rows],
+                             config, width, width)
+
+
+class BatchPlan:
+    """Which batch each training step sees: epochs of batches that depend only on (seed, epoch), so a resumed
+    run sees the same batches as an uninterrupted one.  Length-bucketed and padded (epoch_batches), or packed
+    into fixed [rows, pack] batches (pack_rows) when pack is a row width: one shape, so one compilation."""
+
+    def __init__(self, data: EncodedPairs, config: ModelConfig, batch_size: int, seed: int, pad_multiple: int,
+                 pack: int | None = None):
+        self.data, self.config, self.batch_size, self.seed = data, config, batch_size, seed
+        self.pad_multiple, self.pack = pad_multiple, pack
+        if pack is not None:
+            longest = max(data.max_src_len, data.max_tgt_len)
+            if longest > pack:
+                raise ValueError(f"pack: expected a row width of at least the longest training sentence "
+                                 f"({longest} tokens, the target with its BOS/EOS), got {pack}")
+            self.rows = packed_rows_for(data, batch_size, pack)
+        self._counts: list[int] = []
+        self._cached: tuple[int, list] | None = None
+
+    def epoch(self, epoch: int) -> list:
+        """The epoch's batches: index arrays, or lists of rows of indices when packed."""
+        if self._cached is None or self._cached[0] != epoch:
+            if self.pack is None:
+                batches = epoch_batches(self.data, self.batch_size, self.seed, epoch)
+            else:
+                order = np.random.default_rng([self.seed, epoch]).permutation(len(self.data))
+                batches = pack_rows(self.data, order, self.rows, self.pack)
+            self._cached = (epoch, batches)
+        return self._cached[1]
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """The first epoch's count (packed epochs differ by a batch or two)."""
+        return self._count(0)
+
+    def _count(self, epoch: int) -> int:
+        while len(self._counts) <= epoch:
+            self._counts.append(len(self.epoch(len(self._counts))) if self.pack is not None or not self._counts
+                                else self._counts[0])
+        return self._counts[epoch]
+
+    def locate(self, step: int) -> tuple[int, int]:
+        """(epoch, offset) of a step."""
+        if self.pack is None:
+            return divmod(step, self._count(0))
+        epoch = 0
+        while step >= self._count(epoch):
+            step -= self._count(epoch)
+            epoch += 1
+        return epoch, step
+
+    def batch(self, step: int) -> Batch:
+        epoch, offset = self.locate(step)
+        chosen = self.epoch(epoch)[offset]
+        if self.pack is None:
+            return make_padded_batch(self.data, chosen, self.config, self.pad_multiple)
+        return make_packed_rows_batch(self.data, chosen, self.config, self.pack)

@@ -151,6 +151,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--pad-multiple", type=int, default=default(RunSettings, "pad_multiple"),
                      help="batch widths round up to a multiple of this (coarser past 8 times it): smaller pads "
                           "less, but jax compiles its step once per (source width, target width)")
+    run.add_argument("--pack", type=positive_int, default=default(RunSettings, "pack"), metavar="WIDTH",
+                     help="pack several sentences into each row of WIDTH tokens a side (a Transformer: each "
+                          "sentence attends to itself only, its positions start at 0), about --batch-size "
+                          "sentences per batch: every batch has one shape, so jax compiles its step once, and "
+                          "almost no padding is computed (default: one sentence per row)")
     run.add_argument("--log-every", type=int, default=default(RunSettings, "log_every"),
                      help="steps between loss records in metrics.jsonl")
     run.add_argument("--eval-every", type=int, default=default(RunSettings, "eval_every"),
@@ -213,7 +218,7 @@ def run_train(args) -> int:
     run = RunSettings(steps=steps, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                       log_every=args.log_every, eval_every=args.eval_every, keep=args.keep,
                       pad_multiple=args.pad_multiple, eval_examples=args.eval_examples, select_by=args.select_by,
-                      patience=args.patience,
+                      patience=args.patience, pack=args.pack,
                       unk_dropout=args.unk_dropout, max_minutes=args.max_minutes,
                       stop_at_accuracy=args.stop_at_accuracy or None)
     decay_steps = args.decay_steps

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from seq2seq_ref import ModelConfig
+from seq2seq_ref.registry import DECODERS, ENCODERS
 
 from .recipes import DecodingSettings
 from .backends import OptimiserSettings, make_backend
-from .batching import encode_pairs, epoch_batches, make_padded_batch, unk_dropout
+from .batching import BatchPlan, encode_pairs, unk_dropout
 from .checkpoint import (RUN_ID, CheckpointError, best_checkpoint, latest_checkpoint, list_checkpoints, save_best,
                          save_checkpoint)
 from .data import DataSettings, build_vocabs, load_data, vocab_from_json
@@ -94,6 +95,7 @@ class RunSettings:
     patience: int | None = None   # stop after this many evaluations without a better best (None: never)
     unk_dropout: float = 0.0      # each training source token becomes <unk> with this probability
     max_minutes: float | None = None  # stop (validating and saving first) after this much wall time (None: never)
+    pack: int | None = None       # pack several sentences per row of this many tokens a side (None: one per row)
 
     def __post_init__(self):
         if (self.steps is None) == (self.epochs is None):
@@ -120,6 +122,8 @@ class RunSettings:
         if self.patience is not None and (isinstance(self.patience, bool) or not isinstance(self.patience, int)
                                           or self.patience < 1):
             raise ValueError(f"patience: expected an int >= 1, got {self.patience!r}")
+        if self.pack is not None and (isinstance(self.pack, bool) or not isinstance(self.pack, int) or self.pack < 1):
+            raise ValueError(f"pack: expected a row width, an int >= 1, got {self.pack!r}")
 
 
 # --select-by: the validation record's key, and whether higher is better
@@ -152,11 +156,12 @@ def _check_resume(meta: dict, config: ModelConfig, data: DataSettings, optimiser
                   run: RunSettings, path) -> None:
     """A checkpoint may only be resumed by the run that wrote it."""
     wanted = {"config": {f: getattr(config, f) for f in MODEL_FIELDS}, "data": data.to_json(),
-              "optimizer": asdict(optimiser), "seed": run.seed, "batch_size": run.batch_size}
+              "optimizer": asdict(optimiser), "seed": run.seed, "batch_size": run.batch_size, "pack": run.pack}
     old = ModelConfig(**meta["config"])  # a checkpoint older than a field gets its default (LSTM, one head)
     stored = {"config": {f: getattr(old, f) for f in MODEL_FIELDS},
               "data": DataSettings(**meta["data"]).to_json(),  # paths made absolute as they are now
-              "optimizer": asdict(OptimiserSettings(**meta["optimizer"])), "seed": meta["seed"], "batch_size": meta["batch_size"]}
+              "optimizer": asdict(OptimiserSettings(**meta["optimizer"])), "seed": meta["seed"], "batch_size": meta["batch_size"],
+              "pack": meta.get("pack")}
     for key in wanted:
         if wanted[key] != stored[key]:
             if isinstance(wanted[key], dict):
@@ -185,6 +190,11 @@ def train(out_dir: str | Path, model: ModelOptions = ModelOptions(), data: DataS
         raise ValueError("tie_embeddings: 'all' makes one matrix the source and the target embedding, so both "
                          "sides need one vocabulary: expected --data with --tokenizer bpe or unigram and "
                          "--shared-vocab, got separate vocabularies; 'target' ties only the target side")
+    if run.pack is not None and not (ENCODERS[model.encoder].packs and DECODERS[model.decoder].packs):
+        packing = [name for name, stack in ENCODERS.items() if stack.packs and name in DECODERS
+                   and DECODERS[name].packs]
+        raise ValueError(f"pack: expected none with encoder={model.encoder!r} and decoder={model.decoder!r} "
+                         f"(packed batches need stacks that pack on both sides: {packing}), got {run.pack}")
     out_dir = Path(out_dir)
     with exclusive(out_dir):
         for path in remove_stale_temporaries(out_dir):
@@ -262,7 +272,8 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
     train_data, valid_data = encoded["train"], encoded["valid"][: run.eval_examples]
     if len(train_data) < run.batch_size:
         raise ValueError(f"batch_size: expected at most the {len(train_data)} training pairs, got {run.batch_size}")
-    batches_per_epoch = len(epoch_batches(train_data, run.batch_size, run.seed, 0))
+    plan = BatchPlan(train_data, config, run.batch_size, run.seed, run.pad_multiple, run.pack)
+    batches_per_epoch = plan.batches_per_epoch
     total_steps = run.steps if run.steps is not None else max(1, math.ceil(run.epochs * batches_per_epoch))
     if not resume and (aside := move_previous_run(out_dir)) is not None:  # only now: the new run is sound
         notify(f"--fresh: moved the previous run in {out_dir} to {aside}")
@@ -270,7 +281,7 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
     meta = {"config": asdict(config), "src_vocab": src_vocab.to_json(), "tgt_vocab": tgt_vocab.to_json(),
             "data": data.to_json(), "data_files": loaded.files, "optimizer": asdict(optimiser),
             "decoding": decoding.to_json(),
-            "seed": run.seed, "batch_size": run.batch_size, "backend": engine.name,
+            "seed": run.seed, "batch_size": run.batch_size, "pack": run.pack, "backend": engine.name,
             "rng": {"kind": "stateless: batch order from (seed, epoch), dropout from (seed, step)",
                     "seed": run.seed},
             # one run's identity across its checkpoints (`seq2seq average` refuses to mix runs)
@@ -299,7 +310,6 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
     truncate_metrics(metrics_path, start)
 
     bar = _progress(total_steps, start, progress)
-    epoch_cache: dict[int, list] = {}
     tokens_since, tokens_trained, clock = 0, 0, time.perf_counter()
     train_seconds = eval_seconds = 0.0
     valid_accuracy = checkpoint.meta.get("valid_exact_match") if checkpoint is not None else None
@@ -324,10 +334,7 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
     step, stopped = start, None
     with _stop_requests(notify) as stop_requested, open(metrics_path, "a", encoding="utf-8") as log:
         while step < total_steps:
-            epoch, offset = divmod(step, batches_per_epoch)
-            if epoch not in epoch_cache:
-                epoch_cache = {epoch: epoch_batches(train_data, run.batch_size, run.seed, epoch)}
-            batch = make_padded_batch(train_data, epoch_cache[epoch][offset], config, run.pad_multiple)
+            batch = plan.batch(step)
             # a function of (seed, step), as the batch and dropout are: resuming stays exact
             batch = unk_dropout(batch, run.unk_dropout, np.random.default_rng([run.seed, step, 1]), UNK_ID)
             params, opt_state, loss = engine.train_step(params, opt_state, batch, run.seed, step, update_scale)

@@ -128,6 +128,7 @@ class EncoderStack:
     uses_heads: bool = False      # True: config.num_heads is this stack's too
     uses_positions: bool = False  # True: it adds positions to √d-scaled embeddings (initialised N(0, 1/d)),
     #                               up to config.max_positions
+    packs: bool = False           # True: forward takes segment ids, several sentences per row (a packed batch)
 
     def check_config(self, config) -> None:
         """Raise ValueError (naming the field) for a config this stack cannot serve."""
@@ -143,8 +144,9 @@ class EncoderStack:
         """(D1) its dropout places by name, for a [B, S] source."""
         raise NotImplementedError
 
-    def forward(self, x, lengths, params, config, dropout_masks):
-        """x [B, S, E] embedded source, lengths int[B] -> keys [B, S, K], L final-state tuples, cache."""
+    def forward(self, x, lengths, params, config, dropout_masks, segments=None):
+        """x [B, S, E] embedded source, lengths int[B] -> keys [B, S, K], L final-state tuples, cache.
+        segments: a packed batch's source segment ids int[B, S] (only where `packs`), else None."""
         raise NotImplementedError
 
     def backward(self, dkeys, dstates, cache):
@@ -172,6 +174,7 @@ class DecoderStack:
     uses_heads: bool = False
     uses_positions: bool = False
     position_cache: bool = False  # True: its decoding state holds every position decoded so far (it grows)
+    packs: bool = False           # True: forward takes segment ids, several sentences per row (a packed batch)
 
     def accepts(self, connection) -> bool:
         """Whether config.attention may name this connection with this decoder."""
@@ -201,8 +204,9 @@ class DecoderStack:
         """What decoding reads of the source, with what it precomputes once per sentence."""
         raise NotImplementedError
 
-    def forward(self, y, tgt_lengths, init_states, keys, src_mask, params, config, dropout_masks):
-        """y [B, T, E] embedded tgt_in -> features [B, T, F], alpha [B, T, S] (or None), cache."""
+    def forward(self, y, tgt_lengths, init_states, keys, src_mask, params, config, dropout_masks, segments=None):
+        """y [B, T, E] embedded tgt_in -> features [B, T, F], alpha [B, T, S] (or None), cache.
+        segments: a packed batch's (source, target) segment ids (only where `packs`), else None."""
         raise NotImplementedError
 
     def backward(self, dfeatures, cache):

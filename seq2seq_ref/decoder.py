@@ -174,7 +174,7 @@ class RecurrentDecoder(DecoderStack):
         return dy + dy_out, dstates_prev, dkeys, dderived, grads
 
 
-    def forward(self, y, tgt_lengths, init_states, keys, src_mask, params, config, dropout_masks):
+    def forward(self, y, tgt_lengths, init_states, keys, src_mask, params, config, dropout_masks, segments=None):
         """The decoder over a teacher-forced target.
 
         y: [B, T, E] embedded tgt_in; tgt_lengths: int[B]; init_states: L state tuples

@@ -51,8 +51,9 @@ class RecurrentEncoder(EncoderStack):
         """(D1) on the inputs of layers >= 1."""
         return {f"encoder/l{layer}": (B, S, config.key_dim) for layer in range(1, config.num_layers)}
 
-    def forward(self, x, lengths, params, config, dropout_masks):
-        """x: [B, S, E] embedded source; lengths: int[B]; dropout_masks: dict (may be empty).
+    def forward(self, x, lengths, params, config, dropout_masks, segments=None):
+        """x: [B, S, E] embedded source; lengths: int[B]; dropout_masks: dict (may be empty); segments: None
+        (a recurrent stack does not pack: check_batch refuses a packed batch for it).
 
         Returns keys [B, S, K], the final states (a list of L state tuples of the cell, each entry [B, H]) and
         the cache.

@@ -60,12 +60,15 @@ def forward(params, config: ModelConfig, batch: Batch, dropout_rng=None):
     encoder, decoder = ENCODERS[config.encoder], DECODERS[config.decoder]
     x, src_embed_cache = embedding_forward(batch.src, params["src_embed/W"])            # (E1)
     x = dropout_forward(x, masks.get("src_embed"))
-    keys, final_states, encoder_cache = encoder.forward(x, batch.src_lengths, params, config, masks)
+    packed = batch.src_segments is not None  # (T14) several sentences per row
+    keys, final_states, encoder_cache = encoder.forward(x, batch.src_lengths, params, config, masks,
+                                                        batch.src_segments)
     init_states = decoder.initial_states(final_states, encoder.state_names, config)   # (B3)
     y, tgt_embed_cache = embedding_forward(batch.tgt_in, params["tgt_embed/W"])         # (E1)
     y = dropout_forward(y, masks.get("tgt_embed"))
     features, alpha, decoder_cache = decoder.forward(
-        y, batch.tgt_lengths, init_states, keys, src_mask, params, config, masks
+        y, batch.tgt_lengths, init_states, keys, src_mask, params, config, masks,
+        (batch.src_segments, batch.tgt_segments) if packed else None
     )
     features = dropout_forward(features, masks.get("output"))
     logits, output_cache = affine_forward(features, params["output/W"], params["output/b"])  # (O1)

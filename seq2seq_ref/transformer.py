@@ -19,8 +19,8 @@ from .components import EncoderStack
 from .layers import dropout_backward, dropout_forward
 from .transformer_layers import (
     ATTENTION, FFN, attention_mask, block_params, check_width, feed_forward_backward, feed_forward_forward,
-    init_block_param, layer_norm_backward, layer_norm_forward, self_attention_backward, self_attention_forward,
-    sinusoidal_positions, sublayer_param_shapes,
+    init_block_param, layer_norm_backward, layer_norm_forward, segment_mask, segment_positions,
+    self_attention_backward, self_attention_forward, sinusoidal_positions, sublayer_param_shapes,
 )
 
 
@@ -65,15 +65,20 @@ def _keep_masks(dropout_masks, layer):
             if f"encoder/l{layer}/{part}" in dropout_masks}
 
 
-def transformer_encoder_forward(x, lengths, params, config, dropout_masks):
-    """x: [B, S, d] embedded source (dropout applied); lengths: int[B].
+def transformer_encoder_forward(x, lengths, params, config, dropout_masks, segments=None):
+    """x: [B, S, d] embedded source (dropout applied); lengths: int[B]; segments: int[B, S] of a packed batch
+    (several sentences per row, (T14)), or None.
 
     Returns keys [B, S, d], the bridge states (L tuples (h,), h [B, d] the masked mean (T8)) and the cache.
     """
     B, S, d = x.shape
     # math.sqrt, a Python float, keeps x's dtype; np.sqrt's float64 scalar would promote float32 to float64
-    h = math.sqrt(d) * x + sinusoidal_positions(S, d, x.dtype)                            # (T5)
-    mask = attention_mask(lengths, S, causal=False)
+    if segments is None:
+        h = math.sqrt(d) * x + sinusoidal_positions(S, d, x.dtype)                        # (T5)
+        mask = attention_mask(lengths, S, causal=False)
+    else:  # (T14) positions restart in each sentence, which attends to itself only
+        h = math.sqrt(d) * x + sinusoidal_positions(S, d, x.dtype)[segment_positions(segments)]
+        mask = segment_mask(segments, segments, causal=False)
     caches = []
     for layer in range(config.num_layers):
         h, cache = block_forward(h, mask, block_params(params, f"encoder/l{layer}/"), config.num_heads,
@@ -107,6 +112,7 @@ class TransformerEncoder(EncoderStack):
     one_width = True
     uses_heads = True
     uses_positions = True
+    packs = True
 
     def check_config(self, config):
         check_width(config, "encoder")
@@ -134,8 +140,8 @@ class TransformerEncoder(EncoderStack):
             shapes[f"encoder/l{layer}/ffn"] = (B, S, config.hidden_dim)
         return shapes
 
-    def forward(self, x, lengths, params, config, dropout_masks):
-        return transformer_encoder_forward(x, lengths, params, config, dropout_masks)
+    def forward(self, x, lengths, params, config, dropout_masks, segments=None):
+        return transformer_encoder_forward(x, lengths, params, config, dropout_masks, segments)
 
     def backward(self, dkeys, dstates, cache):
         return transformer_encoder_backward(dkeys, dstates, cache)

@@ -25,7 +25,8 @@ from .ops import linear
 from .transformer_layers import (
     ATTENTION, FFN, attention_backward, attention_forward, attention_over, block_params, check_width,
     feed_forward_backward, feed_forward_forward, init_block_param, layer_norm_backward, layer_norm_forward,
-    self_attention_backward, self_attention_forward, sinusoidal_positions, sublayer_param_shapes,
+    segment_mask, segment_positions, self_attention_backward, self_attention_forward, sinusoidal_positions,
+    sublayer_param_shapes,
 )
 
 PARTS = ("self_weights", "self", "cross_weights", "cross", "ffn")  # its dropout places
@@ -75,16 +76,24 @@ def decoder_block_backward(dy, cache):
     return dy + dy_1, dkeys, grads                                                         # (T10')
 
 
-def transformer_decoder_forward(y, keys, src_mask, params, config, dropout_masks):
-    """y: [B, T, d] embedded tgt_in (dropout applied); keys: [B, S, K]; src_mask: bool[B, S].
+def transformer_decoder_forward(y, keys, src_mask, params, config, dropout_masks, segments=None):
+    """y: [B, T, d] embedded tgt_in (dropout applied); keys: [B, S, K]; src_mask: bool[B, S]; segments: a
+    packed batch's (source int[B, S], target int[B, T]) segment ids ((T14): the k-th target sentence of a row
+    reads the k-th source sentence), or None.
 
     Returns features [B, T, d], the last block's cross-attention weights averaged over heads [B, T, S] and
     the cache.
     """
     B, T, d = y.shape
-    x = math.sqrt(d) * y + sinusoidal_positions(T, d, y.dtype)                            # (T9) as (T5)
-    causal = np.tril(np.ones((T, T), dtype=bool))[None, None]
-    source = src_mask[:, None, None, :]
+    if segments is None:
+        x = math.sqrt(d) * y + sinusoidal_positions(T, d, y.dtype)                        # (T9) as (T5)
+        causal = np.tril(np.ones((T, T), dtype=bool))[None, None]
+        source = src_mask[:, None, None, :]
+    else:
+        src_segments, tgt_segments = segments
+        x = math.sqrt(d) * y + sinusoidal_positions(T, d, y.dtype)[segment_positions(tgt_segments)]  # (T14)
+        causal = segment_mask(tgt_segments, tgt_segments, causal=True)
+        source = segment_mask(tgt_segments, src_segments, causal=False)
     caches = []
     for layer in range(config.num_layers):
         keep = {part: dropout_masks[f"decoder/l{layer}/{part}"] for part in PARTS
@@ -163,6 +172,7 @@ class TransformerDecoder(DecoderStack):
     uses_heads = True
     uses_positions = True
     position_cache = True
+    packs = True
 
     def accepts(self, connection):
         return connection.uses_heads
@@ -211,8 +221,8 @@ class TransformerDecoder(DecoderStack):
     def memory(self, keys, src_mask, params, config) -> Memory:
         return Memory(keys, src_mask, transformer_decoder_memory(keys, params, config))
 
-    def forward(self, y, tgt_lengths, init_states, keys, src_mask, params, config, dropout_masks):
-        return transformer_decoder_forward(y, keys, src_mask, params, config, dropout_masks)
+    def forward(self, y, tgt_lengths, init_states, keys, src_mask, params, config, dropout_masks, segments=None):
+        return transformer_decoder_forward(y, keys, src_mask, params, config, dropout_masks, segments)
 
     def backward(self, dfeatures, cache):
         dy, dkeys, grads = transformer_decoder_backward(dfeatures, cache)

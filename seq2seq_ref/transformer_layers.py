@@ -104,6 +104,23 @@ def attention_mask(lengths, width, causal: bool) -> np.ndarray:
     return mask[:, None]
 
 
+def segment_positions(segments) -> np.ndarray:
+    """(T14) each token's position within its own sentence, int[B, W], from segment ids int[B, W] (the k-th
+    sentence of a row is k, padding 0): positions restart at 0 where the segment id changes."""
+    index = np.arange(segments.shape[1])
+    starts = np.where(np.diff(segments, axis=1, prepend=-1) != 0, index, 0)
+    return index - np.maximum.accumulate(starts, axis=1)
+
+
+def segment_mask(query_segments, key_segments, causal: bool) -> np.ndarray:
+    """(T14) bool[B, 1, Tq, Tk]: key k visible to query q when both belong to the same sentence of the row
+    (a padding key never; and k <= q when causal, which within one sentence is position order)."""
+    mask = (query_segments[:, :, None] == key_segments[:, None, :]) & (key_segments[:, None, :] > 0)
+    if causal:
+        mask = mask & np.tril(np.ones((query_segments.shape[1], key_segments.shape[1]), dtype=bool))
+    return mask[:, None]
+
+
 def attention_forward(x, memory, mask, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, num_heads, weight_keep=None):
     """(T4) multi-head scaled dot-product attention: queries from x, keys and values from memory.
 

@@ -1,0 +1,144 @@
+"""Training throughput of the Multi30k Transformer recipe against the torch anchor, one after the other on this
+machine: each run's time split into start-up, compilation and training steps, its steady-state target tokens/s,
+and the fraction of real (non-pad) tokens in its batches.
+
+    python benchmarks/training_throughput.py --data-dir ../shared/data/multi30k --minutes 4 \
+        --anchor ../shared/anchors/torch_transformer_mt.py --json benchmarks/results/training_throughput.json
+
+Runs, in order: the anchor (`--bench STEPS`: it times that many training steps and exits), our recipe with
+one sentence per row (length-bucketed batches), and our recipe packed (`--pack WIDTH`), each for --minutes of
+training.  Steady state: the median of the logged intervals after the first --settle minutes (compilation of
+new batch shapes included where it still happens).  Validation is cut to a few sentences: this measures
+training, not decoding.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def unzip(data_dir: Path, out: Path) -> dict[str, Path]:
+    files = {}
+    for split in ("train", "val"):
+        for lang in ("de", "en"):
+            path = out / f"{split}.{lang}"
+            with gzip.open(data_dir / f"{split}.{lang}.gz", "rt", encoding="utf-8") as f:
+                path.write_text(f.read(), encoding="utf-8")
+            files[f"{split}.{lang}"] = path
+    return files
+
+
+def run_anchor(anchor: Path, files: dict, steps: int, out: Path) -> dict:
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, str(anchor), "--bench", str(steps), "--max_tokens", "3000",
+                             "--warmup", "400"], cwd=out, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    line = next((l for l in result.stdout.splitlines() if l.startswith("bench:")), None)
+    if line is None:
+        raise RuntimeError(f"the anchor printed no bench line:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    seconds_per_step = float(re.search(r"([\d.]+)s/step", line).group(1))
+    tgt_tokens_per_s = float(re.search(r"(\d+) tgt tok/s", line).group(1))
+    return {"run": "torch anchor", "wall_s": wall, "steps": steps, "train_s": seconds_per_step * steps,
+            "startup_s": wall - seconds_per_step * steps, "steady_tgt_tokens_per_s": tgt_tokens_per_s,
+            "line": line}
+
+
+def run_ours(name: str, files: dict, minutes: float, settle: float, out: Path, extra: list[str]) -> dict:
+    run_dir = out / name.replace(" ", "-")
+    command = [sys.executable, "-m", "seq2seq_lab.cli", "train", "--recipe", str(ROOT / "recipes/multi30k-transformer.toml"),
+               "--data", str(files["train.de"]), "--data-target", str(files["train.en"]),
+               "--valid-data", str(files["val.de"]), "--valid-target", str(files["val.en"]),
+               "--max-minutes", str(minutes), "--eval-examples", "8",
+               "--log-every", "10", "--out", str(run_dir), "--fresh", "--no-progress", *extra]
+    started = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "tokens_per_s" in r]
+    steady = [r["tokens_per_s"] for r in logged if r["elapsed_s"] > 60 * settle]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    first = logged[0]
+    return {"run": name, "wall_s": wall, "steps": logged[-1]["step"], "train_s": summary.get("train_seconds"),
+            "first_interval_s": first["elapsed_s"], "overall_tgt_tokens_per_s": summary.get("tokens_per_s"),
+            "steady_tgt_tokens_per_s": float(np.median(steady)) if steady else None,
+            "steady_spread": [float(np.percentile(steady, 25)), float(np.percentile(steady, 75))] if steady else None,
+            "options": extra}
+
+
+def real_token_fractions(files: dict, pack: int, batch_size: int = 128, pad_multiple: int = 4) -> dict:
+    """The fraction of real tokens in an epoch's training batches, bucketed and packed, from the recipe's own
+    vocabulary and batching (its BPE model trained here as the runs train it)."""
+    from seq2seq_lab.batching import BatchPlan, encode_pairs
+    from seq2seq_lab.data import DataSettings, build_vocabs, load_data
+    from seq2seq_ref import ModelConfig
+
+    settings = DataSettings(data=str(files["train.de"]), data_target=str(files["train.en"]),
+                            valid_data=str(files["val.de"]), valid_target=str(files["val.en"]), tokenizer="bpe",
+                            vocab_size=6000, shared_vocab=True)
+    loaded = load_data(settings, seed=0)
+    src_vocab, tgt_vocab = build_vocabs(settings, loaded.splits["train"])
+    data, _ = encode_pairs(loaded.splits["train"], src_vocab, tgt_vocab)
+    config = ModelConfig(len(src_vocab), len(tgt_vocab), 256, 256, encoder="transformer", decoder="transformer",
+                         attention="multihead", num_heads=4)
+    out = {}
+    for name, packing in (("bucketed", None), ("packed", pack)):
+        plan = BatchPlan(data, config, batch_size, 0, pad_multiple, packing)
+        real = {"src": 0, "tgt": 0}
+        total = {"src": 0, "tgt": 0}
+        sentences = 0
+        for step in range(plan.batches_per_epoch):
+            batch = plan.batch(step)
+            real["src"] += int(batch.src_lengths.sum() if packing is None else (batch.src_segments > 0).sum())
+            real["tgt"] += int(batch.tgt_lengths.sum())
+            total["src"] += batch.src.size
+            total["tgt"] += batch.tgt_in.size
+            sentences += len(batch.src) if packing is None else int(batch.src_segments.max(axis=1).sum())
+        shapes = {(plan.batch(s).src.shape, plan.batch(s).tgt_in.shape) for s in range(plan.batches_per_epoch)}
+        out[name] = {"real_src": real["src"] / total["src"], "real_tgt": real["tgt"] / total["tgt"],
+                     "batches_per_epoch": plan.batches_per_epoch, "sentences_per_batch": sentences / plan.batches_per_epoch,
+                     "shapes": len(shapes)}
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared/data/multi30k")
+    parser.add_argument("--anchor", type=Path, default=ROOT.parent / "shared/anchors/torch_transformer_mt.py")
+    parser.add_argument("--anchor-steps", type=int, default=60)
+    parser.add_argument("--minutes", type=float, default=4.0, help="training minutes of each of our runs")
+    parser.add_argument("--settle", type=float, default=1.5, help="minutes left out of the steady state")
+    parser.add_argument("--pack", type=int, default=64, help="row width of the packed run")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        files = unzip(args.data_dir, out)
+        fractions = real_token_fractions(files, args.pack)
+        print(json.dumps(fractions), flush=True)
+        if args.anchor.exists():
+            results.append(run_anchor(args.anchor, files, args.anchor_steps, out))
+            print(json.dumps(results[-1]), flush=True)
+        for name, extra in (("ours, bucketed", []), ("ours, packed", ["--pack", str(args.pack)])):
+            results.append(run_ours(name, files, args.minutes, args.settle, out, extra))
+            print(json.dumps(results[-1]), flush=True)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "real_tokens": fractions,
+                                         "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
