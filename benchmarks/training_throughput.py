@@ -7,7 +7,9 @@ and the fraction of real (non-pad) tokens in its batches.
 
 Runs, in order: the anchor (`--bench STEPS`: it times that many training steps and exits), our recipe with
 one sentence per row (length-bucketed batches), and our recipe packed (`--pack WIDTH`), each for --minutes of
-training.  Steady state: the median of the logged intervals after the first --settle minutes (compilation of
+training.  Each of our runs' time is split as its summary.json splits it: start-up (data, vocabulary, model),
+compilation (the steps on a batch shape not seen before, less one step's time each), training steps, validation
+and test decoding.  Steady state: the median of the logged intervals after the first --settle minutes (compilation of
 new batch shapes included where it still happens).  Validation is cut to a few sentences: this measures
 training, not decoding.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import re
 import subprocess
 import sys
@@ -49,8 +52,8 @@ def run_anchor(anchor: Path, files: dict, steps: int, out: Path) -> dict:
         raise RuntimeError(f"the anchor printed no bench line:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     seconds_per_step = float(re.search(r"([\d.]+)s/step", line).group(1))
     tgt_tokens_per_s = float(re.search(r"(\d+) tgt tok/s", line).group(1))
-    return {"run": "torch anchor", "wall_s": wall, "steps": steps, "train_s": seconds_per_step * steps,
-            "startup_s": wall - seconds_per_step * steps, "steady_tgt_tokens_per_s": tgt_tokens_per_s,
+    return {"run": "torch anchor", "wall_s": wall, "steps": steps, "train_steps_s": seconds_per_step * steps,
+            "startup_s": wall - seconds_per_step * steps, "compile_s": 0.0, "steady_tgt_tokens_per_s": tgt_tokens_per_s,
             "line": line}
 
 
@@ -62,15 +65,22 @@ def run_ours(name: str, files: dict, minutes: float, settle: float, out: Path, e
                "--max-minutes", str(minutes), "--eval-examples", "8",
                "--log-every", "10", "--out", str(run_dir), "--fresh", "--no-progress", *extra]
     started = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
+    # a cold start: a compilation cache of its own, empty (docs/cli.md: the compilation cache)
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(run_dir) + "-jax-cache"}
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - started
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in records if "tokens_per_s" in r]
     steady = [r["tokens_per_s"] for r in logged if r["elapsed_s"] > 60 * settle]
     summary = json.loads((run_dir / "summary.json").read_text())
-    first = logged[0]
-    return {"run": name, "wall_s": wall, "steps": logged[-1]["step"], "train_s": summary.get("train_seconds"),
-            "first_interval_s": first["elapsed_s"], "overall_tgt_tokens_per_s": summary.get("tokens_per_s"),
+    steps, shapes = logged[-1]["step"], summary["batch_shapes"]
+    # the steps on a new batch shape each ran once besides compiling: their compilation is what exceeds a step
+    step_s = (summary["train_seconds"] - summary["new_shape_step_seconds"]) / max(1, steps - shapes)
+    compile_s = summary["new_shape_step_seconds"] - shapes * step_s
+    return {"run": name, "wall_s": wall, "steps": steps, "startup_s": summary["startup_seconds"],
+            "batch_shapes": shapes, "compile_s": compile_s, "train_steps_s": summary["train_seconds"] - compile_s,
+            "validation_s": summary["validation_seconds"], "test_decode_s": summary.get("test_seconds"),
+            "overall_tgt_tokens_per_s": summary.get("tokens_per_s"),
             "steady_tgt_tokens_per_s": float(np.median(steady)) if steady else None,
             "steady_spread": [float(np.percentile(steady, 25)), float(np.percentile(steady, 75))] if steady else None,
             "options": extra}

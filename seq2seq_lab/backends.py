@@ -127,6 +127,10 @@ class NumpyBackend:
             updates = {name: u * np.asarray(update_scale, u.dtype) for name, u in updates.items()}
         return self._apply(params, updates), opt_state, loss
 
+    def block(self, value):
+        """Returns once value is computed (NumPy computes before it returns)."""
+        return value
+
     def nll(self, params, batch) -> float:
         """Summed token negative log-likelihood (no smoothing): for perplexity."""
         from seq2seq_ref.model import forward
@@ -200,6 +204,10 @@ class JaxBackend:
         key = self._jax.random.fold_in(self._jax.random.key(seed), step) if self.config.dropout else None
         params, opt_state, metrics = self._train_step(params, opt_state, batch, key, update_scale)
         return params, opt_state, metrics["loss"]
+
+    def block(self, value):
+        """Returns once value is computed: JAX dispatches asynchronously, so a timing needs it."""
+        return self._jax.block_until_ready(value)
 
     def nll(self, params, batch) -> float:
         return float(self._nll(params, batch))

@@ -332,12 +332,24 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
 
     eta_from = None  # (time, step) after the first logged interval: the ETA leaves out the first compilation
     step, stopped = start, None
+    startup_seconds = time.perf_counter() - started
+    shapes, new_shape_seconds, shape_clock = set(), 0.0, None  # a step on a new shape compiles it first
     with _stop_requests(notify) as stop_requested, open(metrics_path, "a", encoding="utf-8") as log:
         while step < total_steps:
             batch = plan.batch(step)
             # a function of (seed, step), as the batch and dropout are: resuming stays exact
             batch = unk_dropout(batch, run.unk_dropout, np.random.default_rng([run.seed, step, 1]), UNK_ID)
+            shape = (batch.src.shape, batch.tgt_in.shape)
+            if shape not in shapes:
+                shapes.add(shape)
+                if step > start:
+                    engine.block(loss)  # the steps queued before this one are not its compilation
+                shape_clock = time.perf_counter()
             params, opt_state, loss = engine.train_step(params, opt_state, batch, run.seed, step, update_scale)
+            if shape_clock is not None:
+                engine.block(loss)
+                new_shape_seconds += time.perf_counter() - shape_clock
+                shape_clock = None
             tokens_since += int(batch.tgt_lengths.sum())
             step += 1
             if run.max_minutes is not None and time.perf_counter() - started > 60 * run.max_minutes:
@@ -416,15 +428,19 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
     summary = {"run_dir": str(out_dir), "backend": engine.name, "steps": step, "resumed_from": start,
                "steps_trained": step - start, "train_seconds": train_seconds,
                "tokens_per_s": tokens_trained / train_seconds if train_seconds else None,
-               "validation_seconds": eval_seconds, "train_pairs": len(train_data), "dropped_for_length": dropped,
+               "validation_seconds": eval_seconds, "startup_seconds": startup_seconds,
+               "batch_shapes": len(shapes), "new_shape_step_seconds": new_shape_seconds,
+               "train_pairs": len(train_data), "dropped_for_length": dropped,
                "max_len": data.max_len, "valid_exact_match": valid_accuracy, "stopped_early": stopped,
                "checkpoint": str(_newest(out_dir)), "metrics": str(metrics_path)}
     summary["best"] = best
     if evaluate_test:  # with the selected params, as evaluate and translate use them; given splits may have no test
         chosen = best_checkpoint(out_dir)
         test_params = params if chosen is None else engine.to_device(chosen.params)
+        test_clock = time.perf_counter()
         summary["test"] = evaluate(engine, test_params, config, encoded["test"], tgt_vocab,
                                    max_len=data.max_len, progress=progress) if splits["test"] else None
+        summary["test_seconds"] = time.perf_counter() - test_clock
     summary["total_seconds"] = time.perf_counter() - started
     with _saving("loss_curve.png and summary.json", out_dir):
         summary["loss_curve"] = str(plot_loss_curve(metrics_path, out_dir / "loss_curve.png"))

@@ -2,6 +2,7 @@
 compute exactly what the same sentences compute one per row, in both backends; and the training plan that packs
 them into batches of one shape."""
 import dataclasses
+import json
 
 import jax
 
@@ -158,5 +159,11 @@ def test_train_packs_a_transformer_and_refuses_to_pack_a_recurrent_model(tmp_pat
               "--hidden-dim", "8", "--no-progress", "--eval-every", "4", "--backend", "numpy"]
     assert main([*common, "--encoder", "transformer", "--decoder", "transformer", "--heads", "2", "--pack", "24",
                  "--out", str(tmp_path / "packed")]) == 0
+    summary = json.loads((tmp_path / "packed" / "summary.json").read_text())
+    # the time split of the run: one batch shape, so one compilation, inside the training time
+    assert summary["batch_shapes"] == 1 and 0 < summary["new_shape_step_seconds"] <= summary["train_seconds"]
+    assert summary["startup_seconds"] > 0 and summary["test_seconds"] >= 0
+    assert (summary["startup_seconds"] + summary["train_seconds"] + summary["validation_seconds"]
+            + summary["test_seconds"] <= summary["total_seconds"])
     assert main([*common, "--pack", "24", "--out", str(tmp_path / "lstm")]) == 2
     assert "pack: expected none with encoder='lstm' and decoder='lstm'" in capsys.readouterr().err
