@@ -93,7 +93,7 @@ def real_token_fractions(files: dict, pack: int, batch_size: int = 128, pad_mult
     from seq2seq_lab.data import DataSettings, build_vocabs, load_data
     from seq2seq_ref import ModelConfig
 
-    settings = DataSettings(data=str(files["train.de"]), data_target=str(files["train.en"]),
+    settings = DataSettings(task=None, data=str(files["train.de"]), data_target=str(files["train.en"]),
                             valid_data=str(files["val.de"]), valid_target=str(files["val.en"]), tokenizer="bpe",
                             vocab_size=6000, shared_vocab=True)
     loaded = load_data(settings, seed=0)
