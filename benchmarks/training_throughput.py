@@ -3,9 +3,10 @@ machine: each run's time split into start-up, compilation and training steps, it
 and the fraction of real (non-pad) tokens in its batches.
 
     python benchmarks/training_throughput.py --data-dir ../shared/data/multi30k --minutes 4 \
-        --anchor ../shared/anchors/torch_transformer_mt.py --json benchmarks/results/training_throughput.json
+        --anchor ../shared/anchors/torch_transformer_mt.py --json benchmarks/results/training_throughput_cpu.json
 
-Runs, in order: the anchor (`--bench STEPS`: it times that many training steps and exits), our recipe with
+Runs, in order: the anchor (stopped once its --minutes of training are done, before its final evaluations; its
+target tokens/s are over all its steps), our recipe with
 one sentence per row (length-bucketed batches), and our recipe packed (`--pack WIDTH`), each for --minutes of
 training.  Each of our runs' time is split as its summary.json splits it: start-up (data, vocabulary, model),
 compilation (the steps on a batch shape not seen before, less one step's time each), training steps, validation
@@ -42,19 +43,35 @@ def unzip(data_dir: Path, out: Path) -> dict[str, Path]:
     return files
 
 
-def run_anchor(anchor: Path, files: dict, steps: int, out: Path) -> dict:
+def run_anchor(anchor: Path, minutes: float, out: Path) -> dict:
+    """The anchor for --minutes of training (its own clock: steps only), stopped once it says training is done
+    (before its final greedy and beam evaluations, which this does not measure)."""
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, str(anchor), "--bench", str(steps), "--max_tokens", "3000",
-                             "--warmup", "400"], cwd=out, capture_output=True, text=True)
+    process = subprocess.Popen([sys.executable, str(anchor), "--budget", str(60 * minutes), "--max_tokens", "3000",
+                                "--warmup", "400", "--eval_every", str(10 * 60 * minutes)], cwd=out,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    startup = validation = None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("train_s, step"):
+            startup = time.perf_counter() - started
+        elif "(eval took" in line:
+            validation = float(re.search(r"eval took (\d+)s", line).group(1))
+        elif line.startswith("training done:"):
+            break
     wall = time.perf_counter() - started
-    line = next((l for l in result.stdout.splitlines() if l.startswith("bench:")), None)
-    if line is None:
-        raise RuntimeError(f"the anchor printed no bench line:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
-    seconds_per_step = float(re.search(r"([\d.]+)s/step", line).group(1))
-    tgt_tokens_per_s = float(re.search(r"(\d+) tgt tok/s", line).group(1))
-    return {"run": "torch anchor", "wall_s": wall, "steps": steps, "train_steps_s": seconds_per_step * steps,
-            "startup_s": wall - seconds_per_step * steps, "compile_s": 0.0, "steady_tgt_tokens_per_s": tgt_tokens_per_s,
-            "line": line}
+    process.kill()
+    process.wait()
+    done = lines[-1] if lines and lines[-1].startswith("training done:") else None
+    if done is None:
+        raise RuntimeError("the anchor did not finish training:\n" + "".join(lines[-40:]))
+    train_s = float(re.search(r"([\d.]+)s training time", done).group(1))
+    return {"run": "torch anchor", "wall_s": wall, "steps": int(re.search(r"(\d+) steps", done).group(1)),
+            "startup_s": startup, "compile_s": 0.0, "train_steps_s": train_s, "validation_s": validation,
+            "overall_tgt_tokens_per_s": float(re.search(r"\((\d+) target tokens/s\)", done).group(1)),
+            "steady_tgt_tokens_per_s": float(re.search(r"\((\d+) target tokens/s\)", done).group(1)),
+            "line": done.strip()}
 
 
 def run_ours(name: str, files: dict, minutes: float, settle: float, out: Path, extra: list[str]) -> dict:
@@ -125,7 +142,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared/data/multi30k")
     parser.add_argument("--anchor", type=Path, default=ROOT.parent / "shared/anchors/torch_transformer_mt.py")
-    parser.add_argument("--anchor-steps", type=int, default=60)
+    parser.add_argument("--runs", default="anchor,bucketed,packed", help="which runs, in this order")
     parser.add_argument("--minutes", type=float, default=4.0, help="training minutes of each of our runs")
     parser.add_argument("--settle", type=float, default=1.5, help="minutes left out of the steady state")
     parser.add_argument("--pack", type=int, default=64, help="row width of the packed run")
@@ -137,12 +154,16 @@ def main(argv=None) -> int:
         files = unzip(args.data_dir, out)
         fractions = real_token_fractions(files, args.pack)
         print(json.dumps(fractions), flush=True)
-        if args.anchor.exists():
-            results.append(run_anchor(args.anchor, files, args.anchor_steps, out))
+        runs = args.runs.split(",")
+        if "anchor" in runs:
+            if not args.anchor.exists():
+                raise SystemExit(f"--anchor: expected the torch anchor script, got {args.anchor}, which is missing")
+            results.append(run_anchor(args.anchor, args.minutes, out))
             print(json.dumps(results[-1]), flush=True)
-        for name, extra in (("ours, bucketed", []), ("ours, packed", ["--pack", str(args.pack)])):
-            results.append(run_ours(name, files, args.minutes, args.settle, out, extra))
-            print(json.dumps(results[-1]), flush=True)
+        for name, extra in (("bucketed", []), ("packed", ["--pack", str(args.pack)])):
+            if name in runs:
+                results.append(run_ours(f"ours, {name}", files, args.minutes, args.settle, out, extra))
+                print(json.dumps(results[-1]), flush=True)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "real_tokens": fractions,

@@ -8,7 +8,7 @@ import sys
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 
-from . import bench_cli, export, gradcheck_cli, run_cli
+from . import bench_cli, export, gradcheck_cli, run_cli, serve
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("bench", "time a training step and greedy decoding on numpy, jax and torch", bench_cli.add_arguments,
          bench_cli.run),
         ("export", "write a Transformer run as a CTranslate2 model folder", export.add_arguments, export.run),
+        ("serve", "serve a trained model over HTTP: a translation API and a page", serve.add_arguments, serve.run),
     ]:
         command = commands.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         add(command)

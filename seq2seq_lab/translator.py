@@ -151,6 +151,12 @@ class Translator:
         return self._data
 
     @property
+    def training(self) -> dict:
+        """How the run was trained: its optimiser settings, batch size, seed, packing and backend."""
+        meta = self._checkpoint.meta
+        return {key: meta.get(key) for key in ("optimizer", "batch_size", "seed", "pack", "backend")}
+
+    @property
     def max_len(self) -> int:
         """The run's --max-len: translate's default longest output, in tokens (<eos> included)."""
         return self._data.max_len
@@ -218,6 +224,38 @@ class Translator:
                 tuple(Hypothesis(self._tgt_vocab.decode(ids), score, tuple(self._tgt_vocab.tokens[i] for i in ids))
                       for ids, score in hypotheses), weight))
         return results
+
+    def attention(self, translation: Translation, hypothesis: int = 0) -> np.ndarray | None:
+        """The attention weights [len(tokens of the hypothesis), len(source_tokens)] with which the model reads
+        translation's source while it writes its hypothesis number `hypothesis` (0: the best), any of beam
+        search's n-best: the NumPy reference's teacher-forced decoder on that output (seq2seq_ref.model.attention;
+        a Transformer decoder's last block, averaged over heads). For greedy decoding they equal
+        translation.attention to float rounding. None for a model without attention weights.
+        """
+        from seq2seq_ref.batch import make_batch
+        from seq2seq_ref.model import attention
+
+        if not isinstance(translation, Translation):
+            raise ValueError(f"translation: expected a Translation of decode(), got {type(translation).__name__}")
+        if isinstance(hypothesis, bool) or not isinstance(hypothesis, numbers.Integral) \
+                or not 0 <= hypothesis < len(translation.hypotheses):
+            raise ValueError(f"hypothesis: expected an index in [0, {len(translation.hypotheses)}) of the "
+                             f"translation's hypotheses, got {hypothesis!r}")
+        source = self._src_vocab.encode(translation.source)
+        index = self._tgt_index()
+        output = [index[token] for token in translation.hypotheses[hypothesis].tokens]
+        steps = len(output)
+        if output and output[-1] == self.config.eos_id:
+            output = output[:-1]  # make_batch ends every target with <eos>
+        params = self._checkpoint.params
+        batch = make_batch([source], [output], self.config)
+        alpha = attention(params, self.config, batch)
+        return None if alpha is None else alpha[0, :steps, : len(source)]
+
+    def _tgt_index(self) -> dict[str, int]:
+        if not hasattr(self, "_tgt_ids"):
+            self._tgt_ids = {token: i for i, token in enumerate(self._tgt_vocab.tokens)}
+        return self._tgt_ids
 
     def score(self, data, beam=None, length_penalty=None, with_perplexity=True,
               progress=False, batch_tokens=DEFAULT_BATCH_TOKENS, max_len_a=None, max_len_b=None,

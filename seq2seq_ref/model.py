@@ -54,9 +54,31 @@ def forward(params, config: ModelConfig, batch: Batch, dropout_rng=None):
     dtype = params["output/b"].dtype
     params = tied_views(params, config)  # (W1)
     masks = make_dropout_masks(config, batch, dtype, dropout_rng)
-    src_mask = length_mask(batch.src_lengths, batch.src.shape[1])
+    features, _, caches = _features(params, config, batch, masks)
+    features = dropout_forward(features, masks.get("output"))
+    logits, output_cache = affine_forward(features, params["output/W"], params["output/b"])  # (O1)
     tgt_mask = length_mask(batch.tgt_lengths, batch.tgt_in.shape[1])
+    loss, dlogits = softmax_cross_entropy(logits, batch.tgt_out, tgt_mask, config.label_smoothing)  # (O2)
+    cache = (config, masks, *caches, output_cache, dlogits)
+    return loss, cache
 
+
+def attention(params, config: ModelConfig, batch: Batch):
+    """The attention weights of the teacher-forced decoder (no dropout): which source positions each target
+    step reads, as the decoder's forward gives them (a Transformer decoder's: its last block's cross-attention,
+    averaged over heads; multi-head attention's: averaged over heads).
+
+    batch: the sources and the outputs to explain (tgt_in = <bos> output). Returns alpha [B, T, S] (rows of
+    tgt_in; row t is the step that predicts tgt_out[:, t]), or None for a connection without weights.
+    """
+    _, alpha, _ = _features(tied_views(params, config), config, batch, {})
+    return alpha
+
+
+def _features(params, config: ModelConfig, batch: Batch, masks: dict):
+    """Embeddings, encoder, bridge and decoder: the decoder's features [B, T, F], its attention weights and the
+    caches of each part."""
+    src_mask = length_mask(batch.src_lengths, batch.src.shape[1])
     encoder, decoder = ENCODERS[config.encoder], DECODERS[config.decoder]
     x, src_embed_cache = embedding_forward(batch.src, params["src_embed/W"])            # (E1)
     x = dropout_forward(x, masks.get("src_embed"))
@@ -70,11 +92,7 @@ def forward(params, config: ModelConfig, batch: Batch, dropout_rng=None):
         y, batch.tgt_lengths, init_states, keys, src_mask, params, config, masks,
         (batch.src_segments, batch.tgt_segments) if packed else None
     )
-    features = dropout_forward(features, masks.get("output"))
-    logits, output_cache = affine_forward(features, params["output/W"], params["output/b"])  # (O1)
-    loss, dlogits = softmax_cross_entropy(logits, batch.tgt_out, tgt_mask, config.label_smoothing)  # (O2)
-    cache = (config, masks, src_embed_cache, encoder_cache, tgt_embed_cache, decoder_cache, output_cache, dlogits)
-    return loss, cache
+    return features, alpha, (src_embed_cache, encoder_cache, tgt_embed_cache, decoder_cache)
 
 
 def backward(cache, dloss=1.0):
