@@ -35,22 +35,23 @@ def start(run: Path, *options: str) -> tuple[subprocess.Popen, str, float]:
     return process, found.group(1), time.perf_counter() - started
 
 
-def post(url: str, text: str) -> float:
+def post(url: str, text: str, beam: int | None = None) -> float:
     started = time.perf_counter()
-    call = urllib.request.Request(url + "translate", data=json.dumps({"text": text}).encode(),
+    body = {"text": text} if beam is None else {"text": text, "beam": beam}
+    call = urllib.request.Request(url + "translate", data=json.dumps(body).encode(),
                                   headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(call, timeout=600) as response:
         json.loads(response.read())
     return time.perf_counter() - started
 
 
-def load(url: str, sentences: list[str], clients: int, requests: int) -> dict:
+def load(url: str, sentences: list[str], clients: int, requests: int, beam: int | None) -> dict:
     count = max(requests, 4 * clients)
     texts = [sentences[i % len(sentences)] for i in range(count)]
     with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(lambda text: post(url, text), texts))  # untimed: compiles the batch shapes it meets
+        list(pool.map(lambda text: post(url, text, beam), texts))  # untimed: compiles the shapes it meets
         started = time.perf_counter()
-        latencies = list(pool.map(lambda text: post(url, text), texts))
+        latencies = list(pool.map(lambda text: post(url, text, beam), texts))
         wall = time.perf_counter() - started
     latencies.sort()
     return {"clients": clients, "requests": count, "sentences_per_s": count / wall,
@@ -76,19 +77,23 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=128, help="timed requests per setting")
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--processes", type=int, default=5, help="sentences translated by one process each")
+    parser.add_argument("--beams", default="run", help="beam sizes the requests ask for, 'run': the run's default")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     sentences = [line.strip() for line in args.sentences.read_text("utf-8").splitlines() if line.strip()]
     clients = [int(c) for c in args.clients.split(",")]
+    beams = [None if beam == "run" else int(beam) for beam in args.beams.split(",")]
     results = {"run": str(args.run), "date": time.strftime("%Y-%m-%d"), "settings": []}
     for batching in (True, False):
         process, url, startup = start(args.run, *([] if batching else ["--no-batching"]))
         try:
             results[f"startup_s_batching_{'on' if batching else 'off'}"] = startup
-            for count in clients:
-                row = {"batching": batching, **load(url, sentences, count, args.requests)}
-                results["settings"].append(row)
-                print(json.dumps(row), flush=True)
+            for beam in beams:
+                for count in clients:
+                    row = {"batching": batching, "beam": beam or "run's",
+                           **load(url, sentences, count, args.requests, beam)}
+                    results["settings"].append(row)
+                    print(json.dumps(row), flush=True)
         finally:
             process.terminate()
             process.wait(60)
@@ -97,11 +102,13 @@ def main(argv=None) -> int:
                **translate_processes(args.run, sentences, args.processes)}
         results["settings"].append(row)
         print(json.dumps(row), flush=True)
-    off = next(r for r in results["settings"] if r["batching"] is False and r["clients"] == 1)
-    on = next(r for r in results["settings"] if r["batching"] is True and r["clients"] == max(clients))
-    results["speedup_at_most_clients_vs_sequential_unbatched"] = on["sentences_per_s"] / off["sentences_per_s"]
-    print(f"{max(clients)} clients, batching on: {results['speedup_at_most_clients_vs_sequential_unbatched']:.1f}x "
-          "the sentences/s of one client with batching off", flush=True)
+    for beam in beams:
+        pick = lambda on, count: next(r for r in results["settings"] if r["batching"] is on  # noqa: E731
+                                      and r["clients"] == count and r["beam"] == (beam or "run's"))
+        ratio = pick(True, max(clients))["sentences_per_s"] / pick(False, 1)["sentences_per_s"]
+        results[f"speedup_beam_{beam or 'run'}"] = ratio
+        print(f"beam {beam or 'of the run'}: {max(clients)} clients with batching are {ratio:.1f}x the sentences/s "
+              "of one client with batching off", flush=True)
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0

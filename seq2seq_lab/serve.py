@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STATIC = Path(__file__).with_name("static")
+WIDTH_MULTIPLE = 16      # source widths of a decoding batch are multiples of this: few compiled shapes
+WARM_WIDTHS = (16, 32)   # compiled at start-up: most sentences are shorter than 32 pieces
 
 
 @dataclass(frozen=True)
@@ -232,14 +235,37 @@ class TranslationService:
         return texts, Options(beam, float(length_penalty), n_best, **flags)
 
     # ---- decoding (on the worker thread) ----
+    @property
+    def row_counts(self) -> list[int]:
+        """The batch sizes a micro-batch is padded to (1, 8, 32, ... up to max_batch): each (rows, width) is a
+        compiled program, so few sizes mean few compilations, at the cost of some decoded filler rows."""
+        counts, rows = [1], 8
+        while rows < self.limits.max_batch:
+            counts.append(rows)
+            rows *= 4
+        return sorted({*counts, self.limits.max_batch})
+
     def decode(self, texts: list[str], options: Options) -> list[dict]:
         import warnings
 
+        from .batching import round_width
+        from .evaluate import width_limit
+
+        ids = [self.translator.source_ids(text) for text in texts]
+        real = [text for text, source in zip(texts, ids) if source]
+        kwargs = dict(beam=options.beam, length_penalty=options.length_penalty, n_best=options.n_best,
+                      pad_multiple=WIDTH_MULTIPLE)
+        if real and len(real) <= self.limits.max_batch:
+            # one batch of a standard shape: the texts, then copies of them as filler rows (answers discarded)
+            rows = next(count for count in self.row_counts if count >= len(real))
+            longest = max(len(source) for source in ids)
+            width = round_width(longest, WIDTH_MULTIPLE, width_limit(self.translator.config) or sys.maxsize)
+            texts = texts + [real[i % len(real)] for i in range(rows - len(real))]
+            kwargs["batch_tokens"] = rows * width
         with warnings.catch_warnings():  # unseen characters and the like: the answer shows what was read
             warnings.simplefilter("ignore")
-            translations = self.translator.decode(texts, beam=options.beam, length_penalty=options.length_penalty,
-                                                  n_best=options.n_best)
-        return [self._answer(translation, options) for translation in translations]
+            translations = self.translator.decode(texts, **kwargs)
+        return [self._answer(translation, options) for translation in translations[: len(ids)]]
 
     def _answer(self, translation, options: Options) -> dict:
         answer = {"translation": translation.text, "source": translation.source,
@@ -257,15 +283,15 @@ class TranslationService:
         answer["hypotheses"] = hypotheses
         return answer
 
-    def warm_up(self, rows: int) -> float:
-        """Decodes batches of 1 and `rows` sentences with the default options, so that the first requests find
-        the programs compiled (or loaded from the persistent compilation cache); returns the seconds it took."""
+    def warm_up(self, batching: bool) -> float:
+        """Compiles the default decoding (the run's beam and length penalty) for the common shapes, batches of
+        each row count (only 1 with batching off) and sources up to 16 and 32 pieces, so that the first requests
+        find the programs compiled (or loaded from the persistent compilation cache); returns the seconds it
+        took."""
         started = time.perf_counter()
-        defaults = self.translator.decoding
-        pieces = [token for token in self.translator.src_vocab.tokens if token.isalpha()][:8] or ["a"]
-        sentence = " ".join(pieces)
-        for count in sorted({1, rows}):
-            self.translator.decode([sentence] * count, beam=defaults.beam, length_penalty=defaults.length_penalty)
+        for rows in self.row_counts if batching else [1]:
+            for width in WARM_WIDTHS:
+                self.translator.compile(rows, width, pad_multiple=WIDTH_MULTIPLE)
         return time.perf_counter() - started
 
     def info(self, batcher: MicroBatcher, startup_seconds: float | None) -> dict:
@@ -312,7 +338,7 @@ def make_app(service: TranslationService, batching: bool = True, warm_up: bool =
     async def lifespan(app):
         started = time.perf_counter()
         if warm_up:
-            await asyncio.get_running_loop().run_in_executor(None, service.warm_up, batcher.max_batch)
+            await asyncio.get_running_loop().run_in_executor(None, service.warm_up, batching)
         state["startup_seconds"] = time.perf_counter() - started
         await batcher.start()
         yield

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from seq2seq_ref.decode import DEFAULT_LENGTH_PENALTY, check_length_limit
 from seq2seq_ref.validation import check_decode_args, check_flag
 
 from .backends import OptimiserSettings, jax_available, make_backend
+from .batching import round_width
 from .checkpoint import Checkpoint, CheckpointError, averaged_checkpoint, best_checkpoint, latest_checkpoint, \
     load_checkpoint
 from .data import DataSettings, load_data, vocab_from_json
@@ -31,6 +33,7 @@ from .evaluate import DEFAULT_BATCH_TOKENS, decode_ids, evaluate, width_limit
 from .recipes import DecodingSettings
 from .tasks import SPLITS
 from .training import encode_splits
+from .vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 CHECKPOINTS = ("best", "last", "averaged")
 UNSEEN = ("drop", "unk")
@@ -191,12 +194,13 @@ class Translator:
 
     def decode(self, texts, beam=None, length_penalty=None, n_best=1, max_len=None, unseen=None,
                progress=False, batch_tokens=DEFAULT_BATCH_TOKENS, max_len_a=None, max_len_b=None,
-               early_stop=None) -> list[Translation]:
-        """translate(), with all that decoding gave: a Translation per input (one for a str), in order."""
+               early_stop=None, pad_multiple=8) -> list[Translation]:
+        """translate(), with all that decoding gave: a Translation per input (one for a str), in order.
+        pad_multiple: batch widths are rounded up to a multiple of it (larger: fewer compiled shapes)."""
         texts = _texts(texts)
         beam, length_penalty, search = self._settings(beam, length_penalty, max_len_a, max_len_b, early_stop)
         beam, n_best = _count(beam, "beam"), _count(n_best, "n_best")
-        batch_tokens = _count(batch_tokens, "batch_tokens")
+        batch_tokens, pad_multiple = _count(batch_tokens, "batch_tokens"), _count(pad_multiple, "pad_multiple")
         if n_best > beam:
             raise ValueError(f"n_best: expected at most beam = {beam} hypotheses, got {n_best} (search with "
                              f"beam >= n_best)")
@@ -214,7 +218,8 @@ class Translator:
         rows = [row for row, ids in enumerate(sources) if ids]
         found, weights = decode_ids(self._engine, self._params, [sources[row] for row in rows], max_len, beam=beam,
                                     length_penalty=length_penalty, n_best=n_best, progress=progress,
-                                    batch_tokens=batch_tokens, max_width=width_limit(self.config), **search)
+                                    batch_tokens=batch_tokens, max_width=width_limit(self.config),
+                                    pad_multiple=pad_multiple, **search)
         decoded = dict(zip(rows, zip(found, weights)))
         results = []
         for row, kept in enumerate(read):
@@ -224,6 +229,32 @@ class Translator:
                 tuple(Hypothesis(self._tgt_vocab.decode(ids), score, tuple(self._tgt_vocab.tokens[i] for i in ids))
                       for ids, score in hypotheses), weight))
         return results
+
+    def source_ids(self, text: str, unseen=None) -> list[int]:
+        """The source ids the model reads for text (what decode() encodes)."""
+        text = text.lower().strip() if self._data.lowercase else text.strip()
+        unseen = self._unseen(unseen)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self._encode(text, unseen)[1] if text else []
+
+    def compile(self, rows: int, width: int, beam=None, length_penalty=None, pad_multiple=8) -> None:
+        """Decodes a batch of `rows` random sources of up to `width` pieces (the width rounded as decode() rounds
+        it), so that the programs a later batch of that shape needs are compiled (or loaded from JAX's
+        persistent compilation cache) before it comes. The sources' lengths differ, so the shrinking batches
+        of a search are compiled too."""
+        beam, length_penalty, search = self._settings(beam, length_penalty, None, None, None)
+        rows, width = _count(rows, "rows"), _count(width, "width")
+        limit = width_limit(self.config)
+        width = min(width, limit) if limit else width
+        rng = np.random.default_rng(0)
+        first = max(PAD_ID, UNK_ID, BOS_ID, EOS_ID) + 1  # ordinary pieces only
+        sources = [rng.integers(first, len(self._src_vocab), int(length)).tolist()
+                   for length in np.linspace(width, max(1, width // 2), rows).astype(int)]
+        padded = round_width(width, _count(pad_multiple, "pad_multiple"), limit or sys.maxsize)
+        decode_ids(self._engine, self._params, sources, self.max_len, beam=_count(beam, "beam"),
+                   length_penalty=float(length_penalty), batch_tokens=rows * padded,
+                   max_width=width_limit(self.config), pad_multiple=pad_multiple, **search)
 
     def attention(self, translation: Translation, hypothesis: int = 0) -> np.ndarray | None:
         """The attention weights [len(tokens of the hypothesis), len(source_tokens)] with which the model reads

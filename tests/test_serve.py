@@ -263,3 +263,25 @@ def test_the_page_translates_and_shows_a_heatmap_in_a_real_browser(server, tmp_p
         if process is not None:
             process.terminate()
             process.wait(60)
+
+
+def test_micro_batches_are_padded_to_few_shapes_and_answer_as_alone(run_dir):
+    from seq2seq_lab.serve import TranslationService
+
+    translator = seq2seq_lab.load(run_dir, backend="numpy")
+    assert TranslationService(translator, ServeLimits(max_batch=32)).row_counts == [1, 8, 32]
+    assert TranslationService(translator, ServeLimits(max_batch=100)).row_counts == [1, 8, 32, 100]
+    assert TranslationService(translator, ServeLimits(max_batch=5)).row_counts == [1, 5]
+    service = TranslationService(translator, ServeLimits(max_batch=8))
+    seen = []
+    decode = translator.decode
+    translator.decode = lambda texts, **kw: seen.append((len(texts), kw["batch_tokens"])) or decode(texts, **kw)
+    answers = service.decode(["", SENTENCES[0], SENTENCES[1]], Options(2, 0.6, 2, False, True))
+    # two sentences (and a blank) decoded in a batch of 8 rows, 16 wide: filler rows, answers discarded
+    assert seen == [(9, 8 * 16)] and len(answers) == 3 and answers[0]["hypotheses"] == []
+    alone = decode(SENTENCES[1:2], beam=2, length_penalty=0.6, n_best=2)[0]
+    assert [h["text"] for h in answers[2]["hypotheses"]] == [h.text for h in alone.hypotheses]
+    assert translator.source_ids(SENTENCES[1]) == translator.src_vocab.encode(SENTENCES[1])
+    translator.compile(8, 16, beam=2)  # a batch of that shape decodes: the programs exist afterwards
+    with pytest.raises(ValueError, match=r"rows: expected an int >= 1, got 0"):
+        translator.compile(0, 16)
