@@ -213,7 +213,7 @@ class TranslationService:
             if len(text) > limits.max_chars:
                 raise RequestError(name, f"{name}: expected at most {limits.max_chars} characters, got "
                                          f"{len(text)}", 413)
-            pieces = len(self.translator.src_vocab.pieces(text.strip())) if text.strip() else 0
+            pieces = len(self.translator.source_ids(text))  # what the model would read
             if pieces > limits.max_pieces:
                 raise RequestError(name, f"{name}: expected at most {limits.max_pieces} source pieces, got "
                                          f"{pieces}", 413)

@@ -64,7 +64,8 @@ def test_is_better_breaks_only_ties_by_loss():
 # 3. Ctrl-C saves the step reached, says so in one line, exits 130, and the rerun resumes from it exactly
 def test_ctrl_c_saves_the_current_step_and_the_rerun_resumes_from_it(tmp_path):
     data = one_word_targets(tmp_path / "c.tsv")
-    args = ["train", "--data", str(data), "--tokenizer", "word", "--steps", "100000", "--eval-every", "1000",
+    # no validation before Ctrl-C, however late this busy machine lets the test see the log
+    args = ["train", "--data", str(data), "--tokenizer", "word", "--steps", "100000", "--eval-every", "99999",
             "--log-every", "1", *SMALL]
     process = subprocess.Popen([sys.executable, "-m", "seq2seq_lab.cli", *args, "--out", str(tmp_path / "r")],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -80,7 +81,7 @@ def test_ctrl_c_saves_the_current_step_and_the_rerun_resumes_from_it(tmp_path):
     saved = list_checkpoints(tmp_path / "r")
     assert len(saved) == 1 and not (tmp_path / "r" / "best.npz").exists()  # no validation was due yet
     step = load_checkpoint(saved[0]).step
-    assert step >= 30 and step % 1000 != 0
+    assert 30 <= step < 99999
     assert f"interrupted: saved step {step} as {saved[0]}; run the same command again" in err.splitlines()[-1]
 
     # the resumed run equals one that was never interrupted, step for step

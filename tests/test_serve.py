@@ -59,7 +59,7 @@ def start_server(run_dir: Path, *options: str) -> tuple[subprocess.Popen, str]:
 @pytest.fixture(scope="module")
 def server(run_dir):
     process, url = start_server(run_dir, "--max-wait-ms", "100", "--max-texts", "8", "--max-chars", "60",
-                                "--max-pieces", "40")
+                                "--max-pieces", "40", "--max-batch", "8")  # batches of 1 and 8: 4 warm-up shapes
     yield url
     process.send_signal(signal.SIGTERM)
     assert process.wait(60) == -signal.SIGTERM  # uvicorn's convention: the signal's status, after shutting down
