@@ -67,15 +67,20 @@ def test_ctrl_c_saves_the_current_step_and_the_rerun_resumes_from_it(tmp_path):
     # no validation before Ctrl-C, however late this busy machine lets the test see the log
     args = ["train", "--data", str(data), "--tokenizer", "word", "--steps", "100000", "--eval-every", "99999",
             "--log-every", "1", *SMALL]
+    # SIGINT as a terminal delivers it, whatever this process inherited (a shell's `cmd &` ignores it)
     process = subprocess.Popen([sys.executable, "-m", "seq2seq_lab.cli", *args, "--out", str(tmp_path / "r")],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "r" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 30):
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        metrics = tmp_path / "r" / "metrics.jsonl"
+        deadline = time.monotonic() + 120
+        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 30):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()  # never left training 100,000 steps beside the suite
     assert process.returncode == 130, err
     assert "Traceback" not in err
     saved = list_checkpoints(tmp_path / "r")
