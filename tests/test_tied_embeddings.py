@@ -134,7 +134,7 @@ def test_a_tied_run_trains_resumes_and_translates_on_either_backend(tmp_path, ca
     data = replace(given_splits(tmp_path, 60, 8), tokenizer="bpe", vocab_size=280, shared_vocab=True)
     model = ModelOptions(embed_dim=8, hidden_dim=8, bidirectional=False, attention="luong", tie_embeddings="all")
     run = lambda steps: train(tmp_path / "run", model, data,  # noqa: E731
-                              RunSettings(steps=steps, batch_size=8, eval_every=2, eval_examples=8),
+                              RunSettings(steps=steps, batch_size=8, eval_every=2, eval_examples=8, pad_multiple=64),
                               OptimiserSettings(), trained_on, progress=False, notify=lambda m: None)
     run(2)
     summary = run(4)
