@@ -9,6 +9,8 @@ seq2seq_ref.registry.  Equation numbers are MATH.md's.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -75,13 +77,22 @@ class Seq2Seq(nnx.Module):
         padded; a recurrent decoder's states as they are)."""
         return self.decoder.extend_states(states, max_len)
 
-    def features(self, tgt_in, tgt_lengths, memory: Memory, states, dropout_masks=None, unroll=1, segments=None):
-        """Teacher-forced decoder features [B, T, F] and attention weights [B, T, S] (or None).  segments: a
-        packed batch's (source, target) segment ids (T14), or None."""
+    def features(self, tgt_in, tgt_lengths, memory: Memory, states, dropout_masks=None, unroll=1, segments=None,
+                 heads=False):
+        """Teacher-forced decoder features [B, T, F] and attention weights [B, T, S] (or None; heads: every
+        block's and head's, [B, L, H, T, S], as seq2seq_ref.model.attention).  segments: a packed batch's
+        (source, target) segment ids (T14), or None."""
         dropout_masks = dropout_masks or {}
         y = dropout(self.embedding("tgt")(tgt_in), dropout_masks.get("tgt_embed"))
         mask = length_mask(tgt_lengths, tgt_in.shape[1])
-        return self.decoder.features(y, mask, memory, states, dropout_masks, self.attention, unroll, segments)
+        return self.decoder.features(y, mask, memory, states, dropout_masks, self.attention, unroll, segments,
+                                     heads=heads)
+
+    def attention_weights(self, batch, heads=False):
+        """The teacher-forced decoder's attention weights (no dropout), as seq2seq_ref.model.attention:
+        [B, T, S] (heads: [B, L, H, T, S]) or None."""
+        memory, states = self.encode(batch.src, batch.src_lengths)
+        return self.features(batch.tgt_in, batch.tgt_lengths, memory, states, heads=heads)[1]
 
     def loss(self, batch, dropout_masks=None, unroll=1):
         """(O2) mean smoothed cross-entropy over real target tokens; computed in float32 at least."""
@@ -105,6 +116,13 @@ class Seq2Seq(nnx.Module):
         log_p = jax.nn.log_softmax(self.logits(feature), axis=-1)
         log_p = log_p.at[:, jnp.array([self.config.pad_id, self.config.bos_id])].set(-jnp.inf)
         return log_p, states, alpha
+
+
+@partial(jax.jit, static_argnames=("config", "heads"))
+def attention(params, config: ModelConfig, batch, heads=False):
+    """seq2seq_ref.model.attention's twin: the teacher-forced decoder's attention weights (no dropout) for the
+    flat params, [B, T, S] (heads: every block's and head's, [B, L, H, T, S]) or None."""
+    return Seq2Seq(config, params).attention_weights(batch, heads)
 
 
 def softmax_cross_entropy(logits, targets, mask, label_smoothing=0.0):

@@ -101,39 +101,51 @@ class RecurrentDecoder(nnx.Module):
             x = state[0]
         return x, new_states
 
-    def step(self, y_t, states, memory, step_mask, layer_masks, attention):
-        """One position: y_t [B, E] -> feature [B, F], new states, alpha [B, S] or None."""
+    def step(self, y_t, states, memory, step_mask, layer_masks, attention, heads=False):
+        """One position: y_t [B, E] -> feature [B, F], new states, alpha [B, S] (heads: [B, heads, S]) or None."""
         alpha, x, config = None, y_t, self.config
         if config.input_feeding:
             states, (feed,) = states[:-1], states[-1]
             x = jnp.concatenate([y_t, feed], axis=-1)  # (F1)
         if self.feeds_input:
             context, alpha = attention.context(states[-1][0], memory)
+            alpha = alpha[:, None] if heads else alpha
             x = jnp.concatenate([y_t, context], axis=-1)  # (A5)
         top, states = self.cells_step(x, states, step_mask, layer_masks)
         feature = top
         if self.feeds_input and config.deep_output:
             feature = jnp.concatenate([top, context, y_t], axis=-1)  # (A6)
         if not self.feeds_input:
-            feature, alpha = attention(top[:, None], memory)
-            feature, alpha = feature[:, 0], None if alpha is None else alpha[:, 0]
+            feature, alpha = self._attend(attention, top[:, None], memory, heads)
+            feature, alpha = feature[:, 0], None if alpha is None else alpha[..., 0, :]
         if config.input_feeding:
             states = [*states, (jnp.where(step_mask[:, None], feature, feed),)]
         return feature, states, alpha
 
-    def features(self, y, mask, memory, states, dropout_masks, attention, unroll=1, segments=None):
-        """Teacher-forced: y [B, T, E] embedded tgt_in -> features [B, T, F], weights [B, T, S] (or None).
-        segments: None (a recurrent stack does not pack)."""
+    def _attend(self, attention, queries, memory, heads):
+        """The connection over queries [B, T, H]: features and weights [B, T, S] (heads: [B, heads, T, S], one
+        head for a connection without several)."""
+        if heads and reference.CONNECTIONS[self.config.attention].uses_heads:
+            return attention(queries, memory, heads=True)
+        feature, alpha = attention(queries, memory)
+        return feature, alpha[:, None] if heads and alpha is not None else alpha
+
+    def features(self, y, mask, memory, states, dropout_masks, attention, unroll=1, segments=None, heads=False):
+        """Teacher-forced: y [B, T, E] embedded tgt_in -> features [B, T, F], weights [B, T, S] (heads:
+        [B, 1, heads, T, S]) or None.  segments: None (a recurrent stack does not pack)."""
         layer_masks = [dropout_masks.get(f"decoder/l{layer}") for layer in range(self.config.num_layers)]
         if self.feeds_input or self.config.input_feeding:  # a step's input depends on the step before
             def body(carry, inputs):
                 y_t, mask_t, masks_t = inputs
-                feature, carry, alpha = self.step(y_t, carry, memory, mask_t, masks_t, attention)
+                feature, carry, alpha = self.step(y_t, carry, memory, mask_t, masks_t, attention, heads)
                 return carry, (feature, alpha)
 
             time_major = [None if m is None else jnp.swapaxes(m, 0, 1) for m in layer_masks]
             _, (features, alpha) = lax.scan(body, states, (jnp.swapaxes(y, 0, 1), mask.T, time_major), unroll=unroll)
-            return jnp.swapaxes(features, 0, 1), None if alpha is None else jnp.swapaxes(alpha, 0, 1)
+            if alpha is not None:  # [T, B, S] or [T, B, heads, S]
+                alpha = jnp.moveaxis(alpha, 0, 2)[:, None] if heads else jnp.swapaxes(alpha, 0, 1)
+            return jnp.swapaxes(features, 0, 1), alpha
         for cell, state, keep in zip(self.layers(), states, layer_masks):  # every layer over the whole target
             y, _ = cell(dropout(y, keep), state, mask, unroll)
-        return attention(y, memory)
+        features, alpha = self._attend(attention, y, memory, heads)
+        return features, alpha[:, None] if heads and alpha is not None else alpha

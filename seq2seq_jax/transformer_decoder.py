@@ -79,8 +79,9 @@ class TransformerDecoder(nnx.Module):
             derived[f"l{layer}/K"], derived[f"l{layer}/V"] = block.memory(keys, self.config.num_heads)
         return derived
 
-    def features(self, y, mask, memory, states, dropout_masks, attention=None, unroll=1, segments=None):
-        """Teacher-forced: y [B, T, d] embedded tgt_in -> features [B, T, d], last block's weights [B, T, S].
+    def features(self, y, mask, memory, states, dropout_masks, attention=None, unroll=1, segments=None, heads=False):
+        """Teacher-forced: y [B, T, d] embedded tgt_in -> features [B, T, d], the last block's cross-attention
+        weights averaged over heads [B, T, S] (heads: every block's and head's, [B, L, heads, T, S]).
         segments: a packed batch's (source, target) segment ids (T14), or None.  (mask, states, attention,
         unroll: the recurrent stack's arguments, unused: causal attention needs no target mask, the positions
         past a target's end never reach a real one.)"""
@@ -95,12 +96,15 @@ class TransformerDecoder(nnx.Module):
             x = jnp.sqrt(jnp.asarray(d, y.dtype)) * y + table[segment_positions(tgt_segments)]  # (T14)
             causal = segment_mask(tgt_segments, tgt_segments, causal=True)
             source = segment_mask(tgt_segments, src_segments, causal=False)
+        alphas = []
         for layer, block in enumerate(self.blocks()):
             keep = {part: dropout_masks[f"decoder/l{layer}/{part}"] for part in PARTS
                     if f"decoder/l{layer}/{part}" in dropout_masks}
             cross_kv = (memory.derived[f"l{layer}/K"], memory.derived[f"l{layer}/V"])
             x, alpha, _ = block(x, cross_kv, causal, source, self.config.num_heads, keep)
-        return layer_norm(x, self.ln_f["gamma"], self.ln_f["beta"]), alpha.mean(axis=1)    # (T13)
+            alphas.append(alpha)
+        weights = jnp.stack(alphas, axis=1) if heads else alphas[-1].mean(axis=1)
+        return layer_norm(x, self.ln_f["gamma"], self.ln_f["beta"]), weights              # (T13)
 
     def initial_states(self, encoder_states, encoder_state_names, max_len):
         """An empty cache for max_len positions per block, and the position t = 0 (one per row, so that the

@@ -1,9 +1,10 @@
 """`seq2seq serve`: a trained run's model behind an HTTP API and a page, loaded and compiled once.
 
     POST /translate   {"text": "..."} or {"texts": [...]}, optional beam, length_penalty, n_best,
-                      return_attention, return_scores
+                      return_attention, return_scores, attention_heads (every block's and head's weights)
     GET  /health      {"status": "ok"}
-    GET  /info        the model, its vocabularies, decoding defaults, checkpoint, limits, version
+    GET  /info        the model, its vocabularies, decoding defaults, checkpoint, limits, version, and the
+                      attention layout (blocks and heads)
     GET  /stats       the micro-batcher's counters (requests, batches, sentences, batch sizes)
     GET  /            the page: translate, beam's n-best, attention heatmaps
 
@@ -24,6 +25,8 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 STATIC = Path(__file__).with_name("static")
 WIDTH_MULTIPLE = 16      # source widths of a decoding batch are multiples of this: few compiled shapes
@@ -71,6 +74,7 @@ class Options:
     n_best: int
     return_attention: bool
     return_scores: bool
+    attention_heads: bool = False
 
 
 @dataclass
@@ -185,7 +189,8 @@ class TranslationService:
             raise RequestError("body", f"body: expected a JSON object, got text that is not JSON ({error})") from None
         if not isinstance(request, dict):
             raise RequestError("body", f"body: expected a JSON object, got a {_json_type(request)}")
-        known = {"text", "texts", "beam", "length_penalty", "n_best", "return_attention", "return_scores"}
+        known = {"text", "texts", "beam", "length_penalty", "n_best", "return_attention", "return_scores",
+                 "attention_heads"}
         unknown = sorted(set(request) - known)
         if unknown:
             raise RequestError(unknown[0], f"{unknown[0]}: not a field of /translate (expected some of "
@@ -228,7 +233,7 @@ class TranslationService:
             raise RequestError("length_penalty", "length_penalty: expected a number in [0, 10], got "
                                                  f"{json.dumps(length_penalty)}")
         flags = {}
-        for name in ("return_attention", "return_scores"):
+        for name in ("return_attention", "return_scores", "attention_heads"):
             flags[name] = request.get(name, False)
             if not isinstance(flags[name], bool):
                 raise RequestError(name, f"{name}: expected true or false, got {json.dumps(flags[name])}")
@@ -275,10 +280,12 @@ class TranslationService:
             entry = {"text": hypothesis.text, "pieces": list(hypothesis.tokens)}
             if options.return_scores:
                 entry["score"] = hypothesis.score
-            if options.return_attention:
-                weights = self.translator.attention(translation, k)
-                entry["attention"] = None if weights is None else [[round(float(w), 5) for w in row]
-                                                                   for row in weights]
+            if options.return_attention or options.attention_heads:
+                weights = self.translator.attention(translation, k, heads=True)  # [L, H, T, S]
+                if options.return_attention:  # decoding's: the last block's, averaged over heads
+                    entry["attention"] = None if weights is None else _rounded(weights[-1].mean(axis=0))
+                if options.attention_heads:
+                    entry["attention_heads"] = None if weights is None else _rounded(weights)
             hypotheses.append(entry)
         answer["hypotheses"] = hypotheses
         return answer
@@ -304,9 +311,18 @@ class TranslationService:
                 "src_vocab_size": len(translator.src_vocab), "tgt_vocab_size": len(translator.tgt_vocab),
                 "tokenizer": translator.src_vocab.tokenizer, "lowercase": translator.data.lowercase,
                 "max_len": translator.max_len, "decoding": translator.decoding.to_json(),
-                "training": translator.training,
+                "training": translator.training, "attention_layout": _layout(translator.attention_layout),
                 "limits": dataclasses.asdict(self.limits), "batching": batcher.stats(),
                 "startup_seconds": startup_seconds}
+
+
+def _layout(layout) -> dict | None:
+    return None if layout is None else {"layers": layout[0], "heads": layout[1]}
+
+
+def _rounded(weights) -> list:
+    """Nested lists of weights to 5 decimals (a JSON answer a tenth the size of float64's repr)."""
+    return np.round(np.asarray(weights, dtype=np.float64), 5).tolist()
 
 
 def _integer(request: dict, name: str, default: int, low: int, high: int) -> int:

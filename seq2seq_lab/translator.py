@@ -256,12 +256,15 @@ class Translator:
                    length_penalty=float(length_penalty), batch_tokens=rows * padded,
                    max_width=width_limit(self.config), pad_multiple=pad_multiple, **search)
 
-    def attention(self, translation: Translation, hypothesis: int = 0) -> np.ndarray | None:
-        """The attention weights [len(tokens of the hypothesis), len(source_tokens)] with which the model reads
-        translation's source while it writes its hypothesis number `hypothesis` (0: the best), any of beam
-        search's n-best: the NumPy reference's teacher-forced decoder on that output (seq2seq_ref.model.attention;
-        a Transformer decoder's last block, averaged over heads). For greedy decoding they equal
-        translation.attention to float rounding. None for a model without attention weights.
+    def attention(self, translation: Translation, hypothesis: int = 0, heads: bool = False) -> np.ndarray | None:
+        """The attention weights with which the model reads translation's source while it writes its hypothesis
+        number `hypothesis` (0: the best), any of beam search's n-best: the NumPy reference's teacher-forced
+        decoder on that output (seq2seq_ref.model.attention).
+
+        heads=False: [len(tokens of the hypothesis), len(source_tokens)], the weights decoding reports (a
+        Transformer decoder's last block, averaged over heads); for greedy decoding they equal
+        translation.attention to float rounding.  heads=True: [L, H, tokens, source tokens], every block's and
+        head's (attention_layout gives L and H).  None for a model without attention weights.
         """
         from seq2seq_ref.batch import make_batch
         from seq2seq_ref.model import attention
@@ -272,6 +275,8 @@ class Translator:
                 or not 0 <= hypothesis < len(translation.hypotheses):
             raise ValueError(f"hypothesis: expected an index in [0, {len(translation.hypotheses)}) of the "
                              f"translation's hypotheses, got {hypothesis!r}")
+        if not isinstance(heads, bool):
+            raise ValueError(f"heads: expected True or False, got {heads!r}")
         source = self._src_vocab.encode(translation.source)
         index = self._tgt_index()
         output = [index[token] for token in translation.hypotheses[hypothesis].tokens]
@@ -280,8 +285,15 @@ class Translator:
             output = output[:-1]  # make_batch ends every target with <eos>
         params = self._checkpoint.params
         batch = make_batch([source], [output], self.config)
-        alpha = attention(params, self.config, batch)
-        return None if alpha is None else alpha[0, :steps, : len(source)]
+        alpha = attention(params, self.config, batch, heads=heads)
+        return None if alpha is None else alpha[0, ..., :steps, : len(source)]
+
+    @property
+    def attention_layout(self) -> tuple[int, int] | None:
+        """(L, H): the blocks and heads of attention(..., heads=True); None for a model without weights."""
+        from seq2seq_ref.model import attention_layout
+
+        return attention_layout(self.config)
 
     def _tgt_index(self) -> dict[str, int]:
         if not hasattr(self, "_tgt_ids"):

@@ -213,6 +213,11 @@ class DecoderStack:
         """-> dy [B, T, E], dinit_states (or None), dkeys [B, S, K], the parameter gradients."""
         raise NotImplementedError
 
+    def head_weights(self, alpha, cache):
+        """Every block's and head's attention weights [B, L, H, T, S] of a forward (alpha and cache, what it
+        returned); None without weights.  Default: one block, one head (alpha itself)."""
+        return None if alpha is None else alpha[:, None, None]
+
     def step(self, y_t, states, memory: Memory, params, config, step_mask=None):
         """One decoding position: y_t [B, E] -> feature [B, F], new states, alpha [B, S] (or None).
         step_mask: bool[B], False where a row's target has ended (a recurrent state is then carried); None:
@@ -231,7 +236,12 @@ class Connection:
     name: str
     feeds_input: bool = False  # True: context_forward/backward; False: output_forward/backward
     has_weights: bool = True   # attention weights to return and plot
-    uses_heads: bool = False   # True: config.num_heads is this connection's
+    uses_heads: bool = False   # True: config.num_heads is this connection's, and head_weights gives each head's
+
+    @staticmethod
+    def head_weights(cache):
+        """(uses_heads) each head's weights [B, heads, T, S] of an output_forward, from its cache."""
+        raise NotImplementedError
 
     @staticmethod
     def check_config(config) -> None:

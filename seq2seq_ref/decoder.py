@@ -208,6 +208,18 @@ class RecurrentDecoder(DecoderStack):
         return features, alpha, ("parallel", config, memory, params, layer_masks, cell_caches, connection_cache)
 
 
+    def head_weights(self, alpha, cache):
+        """[B, 1, heads, T, S]: a multi-head connection's every head (from its caches), else alpha [B, T, S] as
+        one head; None without weights."""
+        kind, config = cache[0], cache[1]
+        connection = CONNECTIONS[config.attention]
+        if alpha is None or not connection.uses_heads:
+            return super().head_weights(alpha, cache)
+        if kind == "parallel":
+            return connection.head_weights(cache[-1])[:, None]
+        steps = [connection.head_weights(step_cache[4]) for step_cache in cache[-1]]  # each [B, heads, 1, S]
+        return np.concatenate(steps, axis=2)[:, None]
+
     def backward(self, dfeatures, cache):
         """dfeatures: [B, T, F].
 

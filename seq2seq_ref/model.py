@@ -19,7 +19,7 @@ from .layers import (
     softmax_cross_entropy,
 )
 from .params import tie_grads, tied_views
-from .registry import DECODERS, ENCODERS
+from .registry import CONNECTIONS, DECODERS, ENCODERS
 from .validation import check_batch, check_config, check_dropout_rng, check_params
 
 
@@ -63,16 +63,33 @@ def forward(params, config: ModelConfig, batch: Batch, dropout_rng=None):
     return loss, cache
 
 
-def attention(params, config: ModelConfig, batch: Batch):
+def attention(params, config: ModelConfig, batch: Batch, heads: bool = False):
     """The attention weights of the teacher-forced decoder (no dropout): which source positions each target
-    step reads, as the decoder's forward gives them (a Transformer decoder's: its last block's cross-attention,
-    averaged over heads; multi-head attention's: averaged over heads).
+    step reads, as the decoder's forward gives them.
 
-    batch: the sources and the outputs to explain (tgt_in = <bos> output). Returns alpha [B, T, S] (rows of
-    tgt_in; row t is the step that predicts tgt_out[:, t]), or None for a connection without weights.
+    batch: the sources and the outputs to explain (tgt_in = <bos> output).
+    heads=False: alpha [B, T, S], the weights decoding reports (a Transformer decoder's: its last block's
+    cross-attention averaged over heads; a multi-head connection's: averaged over heads).
+    heads=True: [B, L, H, T, S], every block's (L: the Transformer decoder's blocks, else 1) and every head's
+    (H: num_heads for multi-head attention, else 1) weights.
+    Rows: those of tgt_in (row t is the step that predicts tgt_out[:, t]).  None for a connection without
+    weights.
     """
-    _, alpha, _ = _features(tied_views(params, config), config, batch, {})
-    return alpha
+    _, alpha, caches = _features(tied_views(params, config), config, batch, {})
+    if not heads:
+        return alpha
+    return DECODERS[config.decoder].head_weights(alpha, caches[3])
+
+
+def attention_layout(config: ModelConfig) -> tuple[int, int] | None:
+    """(L, H): the blocks and heads of attention(..., heads=True)'s weights [B, L, H, T, S]; None for a model
+    without attention weights."""
+    decoder, connection = DECODERS[config.decoder], CONNECTIONS[config.attention]
+    if not decoder.uses_connection:  # it reads the source through each block's own multi-head attention
+        return config.num_layers, config.num_heads
+    if not connection.has_weights:
+        return None
+    return 1, config.num_heads if connection.uses_heads else 1
 
 
 def _features(params, config: ModelConfig, batch: Batch, masks: dict):

@@ -23,7 +23,7 @@ from .layers import dropout_backward, dropout_forward
 from .connections.multihead import split_heads
 from .ops import linear
 from .transformer_layers import (
-    ATTENTION, FFN, attention_backward, attention_forward, attention_over, block_params, check_width,
+    ATTENTION, FFN, attention_backward, attention_forward, attention_over, attention_cache_weights, block_params, check_width,
     feed_forward_backward, feed_forward_forward, init_block_param, layer_norm_backward, layer_norm_forward,
     segment_mask, segment_positions, self_attention_backward, self_attention_forward, sinusoidal_positions,
     sublayer_param_shapes,
@@ -103,6 +103,12 @@ def transformer_decoder_forward(y, keys, src_mask, params, config, dropout_masks
         caches.append(cache)
     features, ln_f = layer_norm_forward(x, params["decoder/ln_f/gamma"], params["decoder/ln_f/beta"])  # (T13)
     return features, alpha.mean(axis=1), (caches, ln_f, d)
+
+
+def transformer_decoder_head_weights(cache):
+    """The cross-attention weights (T11) of every block and head of a forward, from its cache: [B, L, heads, T, S]."""
+    caches, _, _ = cache
+    return np.stack([attention_cache_weights(block_cache[3]) for block_cache in caches], axis=1)
 
 
 def transformer_decoder_backward(dfeatures, cache):
@@ -223,6 +229,10 @@ class TransformerDecoder(DecoderStack):
 
     def forward(self, y, tgt_lengths, init_states, keys, src_mask, params, config, dropout_masks, segments=None):
         return transformer_decoder_forward(y, keys, src_mask, params, config, dropout_masks, segments)
+
+    def head_weights(self, alpha, cache):
+        """Every block's cross-attention weights [B, L, heads, T, S] (forward's alpha: the last block's mean)."""
+        return transformer_decoder_head_weights(cache)
 
     def backward(self, dfeatures, cache):
         dy, dkeys, grads = transformer_decoder_backward(dfeatures, cache)

@@ -139,6 +139,11 @@ def attention_forward(x, memory, mask, W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o, n
     return linear(heads, W_o, b_o), alpha, cache
 
 
+def attention_cache_weights(cache):
+    """The weights alpha [B, heads, T, S] that attention_forward computed (before any dropout), from its cache."""
+    return cache[5]
+
+
 def attention_weights(Q, K, mask):
     """(T4) alpha = softmax(Q K^T / sqrt(d_h)), masked: Q [B, heads, T, d_h], K [B, heads, S, d_h] -> [B, heads, T, S]."""
     return masked_softmax(Q @ K.transpose(0, 1, 3, 2) / math.sqrt(Q.shape[-1]), mask)  # a Python float keeps Q's dtype

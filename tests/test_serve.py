@@ -36,10 +36,11 @@ SENTENCES = ["march 3rd, 2016", "3/4/17", "april 1, 1999", "12 jan 2001", "frida
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A tiny dates model with attention (quality is beside the point: answers are compared, not judged)."""
+    """A tiny dates model with two-headed attention (quality is beside the point: answers are compared, not
+    judged)."""
     out = tmp_path_factory.mktemp("serve") / "run"
-    train(out, ModelOptions(embed_dim=8, hidden_dim=16, attention="bahdanau"), DataSettings(task="dates",
-          train_size=256), RunSettings(steps=6, batch_size=32, eval_every=6, eval_examples=16),
+    train(out, ModelOptions(embed_dim=8, hidden_dim=16, attention="multihead", num_heads=2),
+          DataSettings(task="dates", train_size=256), RunSettings(steps=6, batch_size=32, eval_every=6, eval_examples=16),
           OptimiserSettings(), "numpy", progress=False, evaluate_test=False, notify=lambda m: None)
     return out
 
@@ -81,7 +82,8 @@ def test_the_api_translates_as_the_python_api_does(server, run_dir):
     status, answer = request(server, "/translate", {"text": SENTENCES[0]})
     assert status == 200 and answer["translations"][0]["translation"] == translator.translate(SENTENCES[0])
     status, answer = request(server, "/translate", {"texts": SENTENCES[:4] + [""], "beam": 3, "n_best": 3,
-                                                    "return_scores": True, "return_attention": True})
+                                                    "return_scores": True, "return_attention": True,
+                                                    "attention_heads": True})
     assert status == 200 and answer["beam"] == 3
     expected = translator.decode(SENTENCES[:4] + [""], beam=3, n_best=3, length_penalty=answer["length_penalty"])
     for result, translation in zip(answer["translations"], expected):
@@ -91,9 +93,11 @@ def test_the_api_translates_as_the_python_api_does(server, run_dir):
         np.testing.assert_allclose([h["score"] for h in result["hypotheses"]],
                                    [h.score for h in translation.hypotheses], rtol=1e-5)
         for hypothesis in result["hypotheses"]:
-            weights = np.array(hypothesis["attention"])
+            weights, heads = np.array(hypothesis["attention"]), np.array(hypothesis["attention_heads"])
             assert weights.shape == (len(hypothesis["pieces"]), len(result["source_pieces"]))
-            np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-4)  # each step's weights: a distribution
+            assert heads.shape == (1, 2, *weights.shape)  # [blocks, heads, output pieces, source pieces]
+            np.testing.assert_allclose(heads.sum(axis=-1), 1.0, atol=1e-4)  # each step's weights: a distribution
+            np.testing.assert_allclose(heads[-1].mean(axis=0), weights, atol=1e-5)
     assert answer["translations"][-1] == {"translation": "", "source": "", "source_pieces": [], "hypotheses": []}
 
 
@@ -102,7 +106,8 @@ def test_health_and_info_describe_the_model(server, run_dir):
     status, info = request(server, "/info")
     translator = seq2seq_lab.load(run_dir)
     assert status == 200 and info["step"] == translator.step and info["checkpoint"] == str(translator.checkpoint_path)
-    assert info["model"]["attention"] == "bahdanau" and info["src_vocab_size"] == len(translator.src_vocab)
+    assert info["model"]["attention"] == "multihead" and info["src_vocab_size"] == len(translator.src_vocab)
+    assert info["attention_layout"] == {"layers": 1, "heads": 2}
     assert info["decoding"] == translator.decoding.to_json() and info["limits"]["max_texts"] == 8
     assert info["version"] and info["startup_seconds"] > 0 and info["training"]["batch_size"] == 32
 
@@ -127,6 +132,7 @@ BAD = [
     ({"text": "3/4/17", "length_penalty": "x"}, 400, "length_penalty"),
     ({"text": "3/4/17", "length_penalty": -1}, 400, "length_penalty"),
     ({"text": "3/4/17", "return_attention": "yes"}, 400, "return_attention"),
+    ({"text": "3/4/17", "attention_heads": 1}, 400, "attention_heads"),
     ({"text": "3/4/17", "colour": "red"}, 400, "colour"),
     (b"{" + b" " * 8000 + b"}", 413, "body"),
 ]
@@ -206,8 +212,13 @@ def test_attention_of_any_hypothesis_equals_greedy_decodings_own(run_dir):
     translator = seq2seq_lab.load(run_dir)  # greedy weights from the jax decoder, teacher-forced from numpy
     for translation in translator.decode(SENTENCES, beam=1):
         np.testing.assert_allclose(translator.attention(translation), translation.attention, atol=2e-5)
+        heads = translator.attention(translation, heads=True)
+        assert heads.shape == (1, 2, *translation.attention.shape)
+        np.testing.assert_allclose(heads[-1].mean(axis=0), translation.attention, atol=2e-5)
     with pytest.raises(ValueError, match=r"hypothesis: expected an index in \[0, 1\)"):
         translator.attention(translation, 1)
+    with pytest.raises(ValueError, match=r"heads: expected True or False, got 'yes'"):
+        translator.attention(translation, heads="yes")
 
 
 def chromium() -> tuple[str, str] | None:
@@ -223,7 +234,7 @@ def test_the_page_translates_and_shows_a_heatmap_in_a_real_browser(server, tmp_p
     SEQ2SEQ_SCREENSHOT_RUN=runs/m30k SEQ2SEQ_SCREENSHOT_TEXT='Ein Mann ...' python -m pytest -k real_browser"""
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (the browser extra)")
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     text, process = os.environ.get("SEQ2SEQ_SCREENSHOT_TEXT", SENTENCES[0]), None
     if os.environ.get("SEQ2SEQ_SCREENSHOT_RUN"):
@@ -256,6 +267,14 @@ def test_the_page_translates_and_shows_a_heatmap_in_a_real_browser(server, tmp_p
         WebDriverWait(page, 10).until(lambda p: "chosen" in rows[1].get_attribute("class"))
         assert page.find_element(By.CSS_SELECTOR, "table.heatmap")
         assert cells  # one row per output piece of the first hypothesis
+        # a model with several heads: the second head of the last block, as the API gives it
+        assert page.find_element(By.ID, "head-choice").is_displayed()
+        Select(page.find_element(By.ID, "head")).select_by_value("1")
+        second = request(server, "/translate", {"text": text, "beam": 3, "n_best": 2, "attention_heads": True})[1]
+        weights = np.array(second["translations"][0]["hypotheses"][1]["attention_heads"])[-1, 1]
+        shown = [float(cell.get_attribute("title").rsplit(": ", 1)[1])
+                 for cell in page.find_elements(By.CSS_SELECTOR, "table.heatmap td")]
+        np.testing.assert_allclose(shown, weights.ravel(), atol=6e-4)  # the page shows 3 decimals
         shot = os.environ.get("SEQ2SEQ_SCREENSHOT")  # docs/serve-page.png is taken this way
         page.save_screenshot(shot or str(tmp_path / "page.png"))
     finally:

@@ -16,8 +16,9 @@ class MultiHead(nnx.Module):
     def memory(self, keys):
         return {"K": keys @ self.W_k[...] + self.b_k[...], "V": keys @ self.W_v[...] + self.b_v[...]}  # (M0)
 
-    def __call__(self, queries, memory):
-        """queries [B, T, H] -> attentional states [B, T, H], weights averaged over heads [B, T, S]."""
+    def __call__(self, queries, memory, heads=False):
+        """queries [B, T, H] -> attentional states [B, T, H], weights averaged over heads [B, T, S] (heads:
+        each head's, [B, heads, T, S])."""
         B, T, H = queries.shape
         d = H // self.num_heads
         split = lambda x: x.reshape(x.shape[0], x.shape[1], self.num_heads, d)  # noqa: E731  [B, N, heads, d]
@@ -25,6 +26,7 @@ class MultiHead(nnx.Module):
         K, V = split(memory.derived["K"]), split(memory.derived["V"])
         scores = jnp.einsum("bthd,bshd->bhts", Q, K) / jnp.sqrt(jnp.asarray(d, queries.dtype))  # (M2)
         alpha = masked_softmax(scores, memory.src_mask[:, None, None, :])                    # (M3)
-        heads = jnp.einsum("bhts,bshd->bthd", alpha, V).reshape(B, T, H)                     # (M4)
-        o = heads @ self.W_o[...] + self.b_o[...]                                            # (M5)
-        return jnp.tanh(jnp.concatenate([o, queries], axis=-1) @ self.W_c[...]), alpha.mean(axis=1)  # (M6)
+        merged = jnp.einsum("bhts,bshd->bthd", alpha, V).reshape(B, T, H)                    # (M4)
+        o = merged @ self.W_o[...] + self.b_o[...]                                            # (M5)
+        attentional = jnp.tanh(jnp.concatenate([o, queries], axis=-1) @ self.W_c[...])             # (M6)
+        return attentional, alpha if heads else alpha.mean(axis=1)

@@ -128,6 +128,11 @@ class MultiHead(Connection):
         return attentional, alpha.mean(axis=1), cache
 
     @staticmethod
+    def head_weights(cache):
+        """Each head's (M3) weights [B, heads, T, S], before output_forward averaged them."""
+        return cache[4]
+
+    @staticmethod
     def output_backward(dfeatures, cache):
         dqueries, dK, dV, dW_q, db_q, dW_o, db_o, dW_c = multihead_attention_backward(dfeatures, cache)
         grads = {"attention/W_q": dW_q, "attention/b_q": db_q, "attention/W_o": dW_o, "attention/b_o": db_o,
