@@ -117,17 +117,40 @@ def data_mesh(devices=None) -> Mesh:
 
 
 def shard_batch(batch, mesh: Mesh):
-    """Split every batch array along its first axis over the mesh's data axis."""
+    """Split every batch array along its first axis over the mesh's data axis.  Under several processes
+    (jax.distributed), each process passes the same global batch and feeds only its own rows, those of its
+    devices (jax.make_array_from_process_local_data)."""
     size = mesh.shape[DATA_AXIS]
     if batch.src.shape[0] % size:
         raise ValueError(f"batch: expected a batch size divisible by the {size} devices of the mesh, "
                          f"got {batch.src.shape[0]}")
-    return jax.device_put(batch, NamedSharding(mesh, PartitionSpec(DATA_AXIS)))
+    sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+    if jax.process_count() == 1:
+        return jax.device_put(batch, sharding)
+
+    def rows_of_this_process(array):
+        array = np.asarray(array)
+        spans = [index[0] for index in sharding.addressable_devices_indices_map(array.shape).values()]
+        low, high = min(span.start or 0 for span in spans), max(span.stop or array.shape[0] for span in spans)
+        return jax.make_array_from_process_local_data(sharding, array[low:high], array.shape)
+
+    return jax.tree.map(rows_of_this_process, batch)
 
 
 def replicate(tree, mesh: Mesh):
-    """A full copy on every device of the mesh (params, optimiser state)."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    """A full copy on every device of the mesh (params, optimiser state).  Under several processes, every
+    process passes the same values (an array already spread over the processes is kept as it is)."""
+    sharding = NamedSharding(mesh, PartitionSpec())
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def place(leaf):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return leaf
+        value = np.asarray(leaf)
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+    return jax.tree.map(place, tree)
 
 
 def make_train_step(config: ModelConfig, optimiser: optax.GradientTransformation, *, compute_dtype=None,

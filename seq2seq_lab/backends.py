@@ -127,9 +127,17 @@ class NumpyBackend:
             updates = {name: u * np.asarray(update_scale, u.dtype) for name, u in updates.items()}
         return self._apply(params, updates), opt_state, loss
 
+    devices = 1
+
     def block(self, value):
         """Returns once value is computed (NumPy computes before it returns)."""
         return value
+
+    def scalar(self, value) -> float:
+        return float(value)
+
+    def local(self, params):
+        return params
 
     def nll(self, params, batch) -> float:
         """Summed token negative log-likelihood (no smoothing): for perplexity."""
@@ -182,32 +190,60 @@ def _jax_functions(config: ModelConfig, optimiser: OptimiserSettings, unroll: in
 
 
 class JaxBackend:
+    """Under several processes (seq2seq_lab.distributed), params and optimiser state are replicated on every
+    device of every process and each step's batch is split over them (seq2seq_jax.train's mesh); evaluation
+    and decoding run on each process's own device, on a local copy of the params (local)."""
     name = "jax"
 
     def __init__(self, config: ModelConfig, optimiser: OptimiserSettings, unroll: int = 1):
         import jax
         import seq2seq_jax
 
+        from .distributed import process_count
+
         self.config, self.settings, self._jax, self._module = config, optimiser, jax, seq2seq_jax
         self.optimiser, self._train_step, self._nll = _jax_functions(config, optimiser, unroll)
+        self.mesh = None
+        if process_count() > 1:
+            self.mesh = seq2seq_jax.data_mesh()
+            self._train_step = seq2seq_jax.make_train_step(config, self.optimiser, unroll=unroll, mesh=self.mesh)
+
+    @property
+    def devices(self) -> int:
+        """The devices a training batch is split over (every process's)."""
+        return 1 if self.mesh is None else self.mesh.size
 
     def init_params(self, seed: int):
-        return self._module.init_params(self.config, seed)
+        return self._placed(self._module.init_params(self.config, seed))
+
+    def _placed(self, tree):
+        return tree if self.mesh is None else self._module.replicate(tree, self.mesh)
 
     def to_device(self, params):
         return {k: self._jax.numpy.asarray(v) for k, v in params.items()}
 
     def init_opt_state(self, params):
-        return self.optimiser.init(params)
+        return self._placed(self.optimiser.init(self._placed(params)))
 
     def train_step(self, params, opt_state, batch, seed: int, step: int, update_scale: float = 1.0):
         key = self._jax.random.fold_in(self._jax.random.key(seed), step) if self.config.dropout else None
-        params, opt_state, metrics = self._train_step(params, opt_state, batch, key, update_scale)
+        params, opt_state, metrics = self._train_step(self._placed(params), opt_state, batch, key, update_scale)
         return params, opt_state, metrics["loss"]
 
     def block(self, value):
         """Returns once value is computed: JAX dispatches asynchronously, so a timing needs it."""
         return self._jax.block_until_ready(value)
+
+    def scalar(self, value) -> float:
+        """A device scalar (replicated over the processes, or not) as a float: a host sync."""
+        return float(_host(value))
+
+    def local(self, params):
+        """The params on this process's own device (evaluation, decoding): a copy where they are spread over
+        the processes, else themselves."""
+        if self.mesh is None:
+            return params
+        return {k: self._jax.numpy.asarray(_host(v)) for k, v in params.items()}
 
     def nll(self, params, batch) -> float:
         return float(self._nll(params, batch))
@@ -222,15 +258,15 @@ class JaxBackend:
         return np.asarray(tokens), np.asarray(scores)
 
     def to_numpy(self, params):
-        return {k: np.asarray(v) for k, v in params.items()}
+        return {k: _host(v) for k, v in params.items()}
 
     def opt_state_to_arrays(self, state) -> dict[str, np.ndarray]:
         from optax import tree_utils
 
         counts = [value for _, value in tree_utils.tree_get_all_with_path(state, "count")]  # adam's, the schedule's
-        arrays = {"count": np.asarray(counts[0] if counts else 0)}
+        arrays = {"count": _host(counts[0]) if counts else np.asarray(0)}
         for slot in self.settings.slots():
-            arrays.update({f"{slot}/{k}": np.asarray(v) for k, v in tree_utils.tree_get(state, slot).items()})
+            arrays.update({f"{slot}/{k}": _host(v) for k, v in tree_utils.tree_get(state, slot).items()})
         return arrays
 
     def opt_state_from_arrays(self, arrays, params):
@@ -242,4 +278,11 @@ class JaxBackend:
         counts = [value for _, value in tree_utils.tree_get_all_with_path(state, "count")]
         if counts:  # every count of the chain (adam's, the schedule's) is the number of updates
             values["count"] = jnp.asarray(arrays.get("count", 0), dtype=counts[0].dtype)
-        return tree_utils.tree_set(state, **values) if values else state
+        return self._placed(tree_utils.tree_set(state, **values) if values else state)
+
+
+def _host(value) -> np.ndarray:
+    """A device array as a NumPy array; one replicated over several processes: this process's copy."""
+    if getattr(value, "is_fully_addressable", True):
+        return np.asarray(value)
+    return np.asarray(value.addressable_data(0))

@@ -23,6 +23,7 @@ from .checkpoint import save_averaged
 from .compile_cache import compile_cache
 from .corpus import read_corpus, read_file, split_lines
 from .data import TOKENIZERS, DataSettings
+from .distributed import DistributedSettings, initialize, process_index
 from .evaluate import DEFAULT_BATCH_TOKENS
 from .plots import check_output_file, check_plot_path, plot_attention
 from .recipes import DecodingSettings, read_recipe
@@ -179,6 +180,19 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                           "the last step first (default: no limit)")
     run.add_argument("--no-compile-cache", action="store_true", help=NO_COMPILE_CACHE_HELP)
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    several = parser.add_argument_group(
+        "several processes (docs/distributed.md): every process runs the same command with its own --process-id")
+    several.add_argument("--num-processes", type=positive_int, default=None,
+                         help="processes training together (default: $JAX_NUM_PROCESSES, else 1)")
+    several.add_argument("--process-id", type=int, default=None,
+                         help="this process's number in [0, N); 0 writes the run folder (default: $JAX_PROCESS_ID)")
+    several.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                         help="process 0's address, reachable from every process (default: "
+                              "$JAX_COORDINATOR_ADDRESS)")
+    several.add_argument("--connect-timeout", type=positive_int, default=120, metavar="SECONDS",
+                         help="give up when the processes have not all joined after this long (120)")
+    several.add_argument("--heartbeat-timeout", type=positive_int, default=100, metavar="SECONDS",
+                         help="a process silent this long counts as dead, and the others stop (100)")
 
 
 def with_recipe(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
@@ -193,6 +207,31 @@ def with_recipe(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Na
 
 
 def run_train(args) -> int:
+    several = DistributedSettings.from_arguments(args.coordinator, args.num_processes, args.process_id,
+                                                 args.connect_timeout, args.heartbeat_timeout)
+    if several is None:
+        return _run_train(args)
+    if (args.backend or default_backend()) != "jax":
+        raise ValueError(f"backend: several processes train with the jax backend, got {args.backend!r}")
+    initialize(several)  # before any computation
+    try:
+        status = _run_train(args)
+    except BaseException as error:  # noqa: BLE001: one line, then out without the runtime's exit barrier
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        peer_lost = not isinstance(error, (ValueError, OSError, KeyboardInterrupt)) or "gloo" in first.lower() \
+            or "UNAVAILABLE" in first or "DEADLINE_EXCEEDED" in first
+        why = (f"another process stopped or cannot be reached ({first[:300]}); the run folder keeps its last "
+               "checkpoint: run the same command on every process to resume" if peer_lost else first)
+        print(f"error: process {several.process_id} of {several.num_processes}: {why}", file=sys.stderr,
+              flush=True)
+        sys.stdout.flush()
+        # jax.distributed's exit waits for every process at a barrier, which a dead one never reaches
+        os._exit(1 if peer_lost else 2)
+    sys.stdout.flush()
+    return status
+
+
+def _run_train(args) -> int:
     task = args.task or (None if args.data else "dates")
     data = DataSettings(task=task, data=args.data, data_target=args.data_target, valid_data=args.valid_data,
                         valid_target=args.valid_target, test_data=args.test_data, test_target=args.test_target,
@@ -246,6 +285,10 @@ def run_train(args) -> int:
         print(f"interrupted: saved step {stop.step} as {stop.checkpoint}; run the same command again to resume "
               "from it", file=sys.stderr)
         return 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+    if summary["processes"] > 1 and "test" not in summary:
+        print(f"process {process_index()} of {summary['processes']}: trained to step {summary['steps']}; "
+              f"process 0 wrote the run folder {out}")
+        return 0
     test = summary["test"]
     if test is None:
         print("no test split (--valid-data without --test-data); score one with seq2seq evaluate --data FILE")

@@ -27,9 +27,10 @@ from seq2seq_ref.registry import DECODERS, ENCODERS
 from .recipes import DecodingSettings
 from .backends import OptimiserSettings, make_backend
 from .batching import BatchPlan, encode_pairs, unk_dropout
-from .checkpoint import (RUN_ID, CheckpointError, best_checkpoint, latest_checkpoint, list_checkpoints, save_best,
-                         save_checkpoint)
+from .checkpoint import (RUN_ID, CheckpointError, best_checkpoint, checkpoint_path, latest_checkpoint,
+                         list_checkpoints, save_best, save_checkpoint)
 from .data import DataSettings, build_vocabs, load_data, vocab_from_json
+from .distributed import any_process, process_count, process_index, share
 from .evaluate import evaluate
 from .plots import plot_loss_curve
 from .run_folder import exclusive, move_previous_run, remove_stale_temporaries, truncate_metrics
@@ -196,9 +197,13 @@ def train(out_dir: str | Path, model: ModelOptions = ModelOptions(), data: DataS
         raise ValueError(f"pack: expected none with encoder={model.encoder!r} and decoder={model.decoder!r} "
                          f"(packed batches need stacks that pack on both sides: {packing}), got {run.pack}")
     out_dir = Path(out_dir)
-    with exclusive(out_dir):
-        for path in remove_stale_temporaries(out_dir):
-            notify(f"removed {path.name}, left by a process that died while writing a checkpoint")
+    writer = process_index() == 0  # under several processes (seq2seq_lab.distributed) process 0 alone writes
+    if process_count() > 1 and backend != "jax":
+        raise ValueError(f"backend: several processes train with the jax backend, got {backend!r}")
+    with exclusive(out_dir) if writer else contextlib.nullcontext():
+        if writer:
+            for path in remove_stale_temporaries(out_dir):
+                notify(f"removed {path.name}, left by a process that died while writing a checkpoint")
         return _train_locked(out_dir, model, data, run, optimiser, backend, resume, progress, evaluate_test, notify,
                              decoding)
 
@@ -251,15 +256,19 @@ def _saving(what: str, out_dir: Path):
 def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progress, evaluate_test, notify,
                   decoding) -> dict:
     started = time.perf_counter()
+    writer = process_index() == 0
     checkpoint = latest_checkpoint(out_dir) if resume else None
+    _same_checkpoint_everywhere(checkpoint, out_dir)
     loaded = load_data(data, run.seed, checkpoint.meta.get("data_files") if checkpoint is not None else None,
                        str(out_dir))
     splits = loaded.splits
     if checkpoint is not None:
         src_vocab = vocab_from_json(checkpoint.meta["src_vocab"])
         tgt_vocab = vocab_from_json(checkpoint.meta["tgt_vocab"])
-    else:
-        src_vocab, tgt_vocab = build_vocabs(data, splits["train"])
+    else:  # process 0 builds them, the others take its: one vocabulary whatever a tokenizer's training does
+        vocabs = build_vocabs(data, splits["train"]) if writer else None
+        src_vocab, tgt_vocab = (vocab_from_json(v) for v in
+                                share(None if vocabs is None else [v.to_json() for v in vocabs]))
     config = model.config(src_vocab, tgt_vocab)
     engine = make_backend(backend, config, optimiser)
     if checkpoint is not None:  # before the data is filtered, so a changed --max-len is named as what it is
@@ -273,9 +282,14 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
     if len(train_data) < run.batch_size:
         raise ValueError(f"batch_size: expected at most the {len(train_data)} training pairs, got {run.batch_size}")
     plan = BatchPlan(train_data, config, run.batch_size, run.seed, run.pad_multiple, run.pack)
+    rows = run.batch_size if run.pack is None else plan.rows
+    if rows % engine.devices:
+        raise ValueError(f"batch_size: expected a multiple of the {engine.devices} devices of the "
+                         f"{process_count()} processes (each takes an equal share of a batch's rows), got "
+                         + (f"{rows}" if run.pack is None else f"{run.batch_size} (packed into {rows} rows)"))
     batches_per_epoch = plan.batches_per_epoch
     total_steps = run.steps if run.steps is not None else max(1, math.ceil(run.epochs * batches_per_epoch))
-    if not resume and (aside := move_previous_run(out_dir)) is not None:  # only now: the new run is sound
+    if not resume and writer and (aside := move_previous_run(out_dir)) is not None:  # only now: the run is sound
         notify(f"--fresh: moved the previous run in {out_dir} to {aside}")
 
     meta = {"config": asdict(config), "src_vocab": src_vocab.to_json(), "tgt_vocab": tgt_vocab.to_json(),
@@ -307,7 +321,8 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
         opt_state = engine.init_opt_state(params)
         start = 0
     metrics_path = out_dir / "metrics.jsonl"
-    truncate_metrics(metrics_path, start)
+    if writer:
+        truncate_metrics(metrics_path, start)
 
     bar = _progress(total_steps, start, progress)
     tokens_since, tokens_trained, clock = 0, 0, time.perf_counter()
@@ -324,6 +339,8 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
         best, evals_since_best = None, 0
     def save_step(host_params, **extra):
         """The checkpoint of the step reached, with the run's state as it is now (the last validation's)."""
+        if not writer:
+            return checkpoint_path(out_dir, step)
         with _saving(f"the checkpoint of step {step}", out_dir):
             return save_checkpoint(out_dir, step, host_params, engine.opt_state_to_arrays(opt_state),
                                    {**meta, "valid_exact_match": valid_accuracy, "valid": valid_record,
@@ -334,7 +351,9 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
     step, stopped = start, None
     startup_seconds = time.perf_counter() - started
     shapes, new_shape_seconds, shape_clock = set(), 0.0, None  # a step on a new shape compiles it first
-    with _stop_requests(notify) as stop_requested, open(metrics_path, "a", encoding="utf-8") as log:
+    distributed = process_count() > 1
+    with _stop_requests(notify) as stop_requested, \
+            open(metrics_path if writer else os.devnull, "a", encoding="utf-8") as log:
         while step < total_steps:
             batch = plan.batch(step)
             # a function of (seed, step), as the batch and dropout are: resuming stays exact
@@ -352,13 +371,19 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                 shape_clock = None
             tokens_since += int(batch.tgt_lengths.sum())
             step += 1
-            if run.max_minutes is not None and time.perf_counter() - started > 60 * run.max_minutes:
+            logged = step % run.log_every == 0 or step % run.eval_every == 0 or step == total_steps
+            out_of_time = run.max_minutes is not None and time.perf_counter() - started > 60 * run.max_minutes
+            if distributed:  # the processes' clocks and Ctrl-Cs differ: they agree at the steps they log
+                out_of_time = logged and any_process(out_of_time)
+                if logged and any_process(stop_requested.is_set()):
+                    stop_requested.set()
+            if out_of_time:
                 stopped = f"--max-minutes {run.max_minutes:g} of wall time have passed"
                 notify(f"stopped at step {step}: {stopped}")
                 total_steps = step  # validate and save this step, then stop
             evaluate_now = step % run.eval_every == 0 or step == total_steps
             if step % run.log_every == 0 or evaluate_now:
-                loss = float(loss)  # the only host sync of the loop
+                loss = engine.scalar(loss)  # the only host sync of the loop
                 if not math.isfinite(loss):
                     _diverged(f"loss became {loss}", step, out_dir)
                 now = time.perf_counter()
@@ -375,14 +400,15 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                 eta_from = eta_from or (now, step)
                 bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tokens_per_s']:.0f}",
                                 eta=_eta(eta_from, now, step, total_steps))
-            if evaluate_now:
-                record = validation_record(engine, params, config, valid_data, tgt_vocab, data.max_len, step)
+            if evaluate_now:  # process 0 validates; every process takes its record, so the same decisions
+                record = share(validation_record(engine, engine.local(params), config, valid_data, tgt_vocab,
+                                                 data.max_len, step) if writer else None)
                 record["elapsed_s"] = time.perf_counter() - started  # wall time of this invocation, validation included
                 valid_accuracy, valid_record = record["valid_exact_match"], record
                 with _saving(metrics_path.name, out_dir):
                     log.write(json.dumps(record) + "\n")
                     log.flush()
-                    os.fsync(log.fileno())  # the log is durable up to the checkpoint written next
+                    _durable(log, writer)  # the log is durable up to the checkpoint written next
                 bar.set_postfix(loss=f"{loss:.4f}", valid_em=f"{valid_accuracy:.3f}",
                                 valid_bleu=f"{record['valid_bleu']:.1f}",
                                 eta=_eta(eta_from, time.perf_counter(), step, total_steps))
@@ -393,8 +419,9 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                     best = {"metric": select_by, "value": record[SELECT_BY[select_by][0]], "step": step,
                             "loss": record["valid_loss"]}
                     evals_since_best = 0
-                    with _saving("best.npz", out_dir):
-                        save_best(out_dir, step, host_params, {**meta, "valid": record, "best": best})
+                    if writer:
+                        with _saving("best.npz", out_dir):
+                            save_best(out_dir, step, host_params, {**meta, "valid": record, "best": best})
                 else:
                     evals_since_best += 1
                 update_scale = optimiser.update_scale(evals_since_best, update_scale)  # --schedule plateau
@@ -416,7 +443,7 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                 if not evaluate_now:  # a step between validations: saved with the last validation's record
                     with _saving(metrics_path.name, out_dir):
                         log.flush()
-                        os.fsync(log.fileno())
+                        _durable(log, writer)
                     saved = save_step(engine.to_numpy(params), interrupted=True)
                 bar.close()
                 raise TrainingInterrupted(step, saved)
@@ -434,6 +461,9 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                "max_len": data.max_len, "valid_exact_match": valid_accuracy, "stopped_early": stopped,
                "checkpoint": str(_newest(out_dir)), "metrics": str(metrics_path)}
     summary["best"] = best
+    summary["processes"] = process_count()
+    if not writer:  # process 0 tests the model and writes the summary
+        return summary
     if evaluate_test:  # with the selected params, as evaluate and translate use them; given splits may have no test
         chosen = best_checkpoint(out_dir)
         test_params = params if chosen is None else engine.to_device(chosen.params)
@@ -475,6 +505,24 @@ def encode_splits(splits, src_vocab: Vocab, tgt_vocab: Vocab, max_len: int):
             raise ValueError(f"max_len: expected some {name} pairs within --max-len {max_len} tokens a side, "
                              f"got all {len(pairs)} longer (or with an empty source); raise --max-len")
     return encoded, dropped
+
+
+def _durable(log, writer: bool) -> None:
+    """The metrics log on disk up to here (process 0's; the others write theirs to /dev/null, which fsync
+    refuses)."""
+    if writer:
+        os.fsync(log.fileno())
+
+
+def _same_checkpoint_everywhere(checkpoint, out_dir: Path) -> None:
+    """Every process resumes from the checkpoint process 0 found: the run folder must be one folder that all of
+    them see (a shared file system), else each would start from its own state."""
+    mine = None if checkpoint is None else checkpoint.step
+    theirs = share(mine)
+    if theirs != mine:
+        raise ValueError(f"out: process {process_index()} finds {'no checkpoint' if mine is None else f'step {mine}'} "
+                         f"in {out_dir}, process 0 {'none' if theirs is None else f'step {theirs}'}: expected the "
+                         "run folder on a file system that every process sees")
 
 
 def _diverged(what: str, step: int, out_dir: Path):
