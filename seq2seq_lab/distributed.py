@@ -45,8 +45,9 @@ class DistributedSettings:
     @classmethod
     def from_arguments(cls, coordinator=None, num_processes=None, process_id=None, connect_timeout=120,
                        heartbeat_timeout=100, environ=os.environ) -> DistributedSettings | None:
-        """The settings of the flags, each missing one from its environment variable (ENVIRONMENT: JAX's
-        names); None where neither names a number of processes (one process, no distributed runtime)."""
+        """The settings of the flags, each missing one from its environment variable (ENVIRONMENT:
+        JAX_COORDINATOR_ADDRESS is JAX's own, the others named after it); None where neither names a number
+        of processes (one process, no distributed runtime)."""
         values = {"coordinator": coordinator, "num_processes": num_processes, "process_id": process_id}
         for name, variable in ENVIRONMENT.items():
             if values[name] is None and environ.get(variable):

@@ -30,6 +30,12 @@ def one_torch_thread():
 def compile_cache_of_the_session(tmp_path_factory):
     """The commands' JAX compilation cache (seq2seq_lab/compile_cache.py) in a folder of the session, not the
     user's ~/.cache."""
+    # one folder for the session's workers (pytest-xdist): a program one worker's commands compiled, the
+    # other's load (JAX writes each entry atomically)
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = shared / "xdg-cache"
+    folder.mkdir(exist_ok=True)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        patch.setenv("XDG_CACHE_HOME", str(folder))
         yield

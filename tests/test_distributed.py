@@ -19,16 +19,28 @@ import pytest
 
 from seq2seq_lab.checkpoint import latest_checkpoint
 from seq2seq_lab.distributed import DistributedSettings
+from seq2seq_lab.tasks import generate_task
 
 pytest.importorskip("jax")
 
 ROOT = Path(__file__).resolve().parents[1]
-# A tiny dates model whose validation BLEU falls at step 15, so that --patience 1 stops it there.
-TRAIN = ["train", "--task", "dates", "--train-size", "512", "--hidden-dim", "16", "--embed-dim", "8",
+# A tiny model of the dates task whose validation BLEU falls at step 15, so that --patience 1 stops it there.
+# The task's pairs as files with a given validation split: no test split, so no test decoding at the end.
+TRAIN = ["train", "--tokenizer", "char", "--hidden-dim", "16", "--embed-dim", "8",
          "--encoder", "gru", "--decoder", "gru", "--attention", "luong",
          "--batch-size", "32", "--steps", "40", "--eval-every", "5", "--log-every", "5", "--eval-examples", "32",
          "--select-by", "bleu", "--patience", "1", "--no-progress"]
 STOP_STEP = 15
+
+
+@pytest.fixture(scope="module")
+def dates(tmp_path_factory) -> list[str]:
+    """--data and --valid-data arguments: 512 training and 32 validation pairs of the dates task."""
+    folder = tmp_path_factory.mktemp("dates")
+    splits = generate_task("dates", seed=0, sizes={"train": 512, "valid": 32, "test": 1})
+    for split in ("train", "valid"):
+        (folder / f"{split}.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in splits[split]), encoding="utf-8")
+    return ["--data", str(folder / "train.tsv"), "--valid-data", str(folder / "valid.tsv")]
 
 
 def free_port() -> int:
@@ -37,13 +49,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(out: Path, processes: int = 1, port: int | None = None, *extra: str) -> list[subprocess.Popen]:
+def launch(out: Path, data: list[str], processes: int = 1, port: int | None = None) -> list[subprocess.Popen]:
     """`seq2seq train` as every process of the job runs it (one CPU device each)."""
     env = {**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu"}
     several = [] if processes == 1 else ["--num-processes", str(processes), "--coordinator", f"127.0.0.1:{port}",
                                          "--heartbeat-timeout", "20", "--connect-timeout", "60"]
-    return [subprocess.Popen([sys.executable, "-m", "seq2seq_lab.cli", *TRAIN, "--out", str(out), *several,
-                              *(["--process-id", str(i)] if processes > 1 else []), *extra],
+    return [subprocess.Popen([sys.executable, "-m", "seq2seq_lab.cli", *TRAIN, *data, "--out", str(out), *several,
+                              *(["--process-id", str(i)] if processes > 1 else [])],
                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for i in range(processes)]
 
@@ -67,12 +79,12 @@ def records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_two_processes_train_as_one_with_one_writer_and_survive_a_kill(tmp_path):
+def test_two_processes_train_as_one_with_one_writer_and_survive_a_kill(tmp_path, dates):
     """(a) the same computation as one process, (b) process 0 alone writes, (d) --patience stops both at the
     same step, (c) a killed process stops the other with one error, and a restart resumes to the same end.
     One test: the three jobs share their compiled programs (the compilation cache)."""
     one, two = tmp_path / "one", tmp_path / "two"
-    results = finish(launch(one) + launch(two, 2, free_port()))  # started together: they compile side by side
+    results = finish(launch(one, dates) + launch(two, dates, 2, free_port()))  # started together: they compile side by side
     (status, _, err), pair = results[0], results[1:]
     assert status == 0, err
     for status, out, err in pair:
@@ -104,7 +116,7 @@ def test_two_processes_train_as_one_with_one_writer_and_survive_a_kill(tmp_path)
 
     # (c) kill -9 one process once the first checkpoint is written
     out = tmp_path / "killed"
-    survivor, victim = launch(out, 2, free_port())
+    survivor, victim = launch(out, dates, 2, free_port())
     first = out / "checkpoint-00000005.npz"
     deadline = time.monotonic() + 240
     while not first.exists() and time.monotonic() < deadline and victim.poll() is None:
@@ -122,7 +134,7 @@ def test_two_processes_train_as_one_with_one_writer_and_survive_a_kill(tmp_path)
     saved = latest_checkpoint(out)  # intact: written atomically
     assert saved is not None and saved.step in (5, 10) and saved.step < STOP_STEP
 
-    for status, _, err in finish(launch(out, 2, free_port())):
+    for status, _, err in finish(launch(out, dates, 2, free_port())):
         assert status == 0, err
         assert f"resuming from checkpoint-{saved.step:08d}.npz" in err and f"stopped at step {STOP_STEP}" in err
     end = latest_checkpoint(out)
@@ -132,10 +144,10 @@ def test_two_processes_train_as_one_with_one_writer_and_survive_a_kill(tmp_path)
     assert records(out)[-1] == {**double[-1], "elapsed_s": records(out)[-1]["elapsed_s"]}
 
 
-def test_a_coordinator_that_cannot_be_reached_is_one_error_in_bounded_time(tmp_path):
+def test_a_coordinator_that_cannot_be_reached_is_one_error_in_bounded_time(tmp_path, dates):
     port = free_port()  # nothing listens there
     started = time.monotonic()
-    process = subprocess.run([sys.executable, "-m", "seq2seq_lab.cli", *TRAIN, "--out", str(tmp_path / "run"),
+    process = subprocess.run([sys.executable, "-m", "seq2seq_lab.cli", *TRAIN, *dates, "--out", str(tmp_path / "run"),
                               "--num-processes", "2", "--process-id", "1", "--coordinator", f"127.0.0.1:{port}",
                               "--connect-timeout", "3"], cwd=ROOT, capture_output=True, text=True, timeout=120,
                              env={**os.environ, "JAX_PLATFORMS": "cpu"})
