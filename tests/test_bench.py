@@ -107,14 +107,14 @@ def test_torch_ratios_match_cell_attention_and_task():
 
 def test_bench_command_smoke(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = main(["bench", "--config", "tiny", "--backends", "numpy,jax,torch", "--cells", "lstm,transformer",
+    code = main(["bench", "--config", "tiny", "--backends", "numpy,jax,torch", "--cells", "transformer",
                  "--attention", "multihead", "--warmup", "1", "--repeats", "2", "--json", str(out)])
     assert code == 0 and "vs torch" in capsys.readouterr().out
     report = json.loads(out.read_text())
     assert report["config"]["name"] == "tiny" and report["versions"]["numpy"] and report["device"]["cpu_cores"]
     assert report["matmul_peak"]["gflops"] > 0 and report["round_order"] == ["numpy", "jax", "torch"]
     records = report["records"]
-    points = {(c, "multihead", t) for c in ("lstm", "transformer") for t in ("train", "decode")}
+    points = {(c, "multihead", t) for c in ("transformer",) for t in ("train", "decode")}
     assert {(r["backend"], r["cell"], r["attention"], r["task"]) for r in records} == {
         (b, *p) for b in ("numpy", "jax", "torch") for p in points}
     for r in records:

@@ -81,11 +81,11 @@ def records(out: Path) -> list[dict]:
 
 def test_two_processes_train_as_one_with_one_writer_and_survive_a_kill(tmp_path, dates):
     """(a) the same computation as one process, (b) process 0 alone writes, (d) --patience stops both at the
-    same step, (c) a killed process stops the other with one error, and a restart resumes to the same end.
-    One test: the three jobs share their compiled programs (the compilation cache)."""
+    same step, (c) a killed process stops the other with one error, and a restart (by one process) resumes to
+    the same end.  One test: the jobs share their compiled programs (the compilation cache)."""
     one, two = tmp_path / "one", tmp_path / "two"
-    results = finish(launch(one, dates) + launch(two, dates, 2, free_port()))  # started together: they compile side by side
-    (status, _, err), pair = results[0], results[1:]
+    (status, _, err), = finish(launch(one, dates))  # first: the pair's process 0 finds its validation compiled
+    pair = finish(launch(two, dates, 2, free_port()))
     assert status == 0, err
     for status, out, err in pair:
         assert status == 0, err
@@ -134,14 +134,17 @@ def test_two_processes_train_as_one_with_one_writer_and_survive_a_kill(tmp_path,
     saved = latest_checkpoint(out)  # intact: written atomically
     assert saved is not None and saved.step in (5, 10) and saved.step < STOP_STEP
 
-    for status, _, err in finish(launch(out, dates, 2, free_port())):
-        assert status == 0, err
-        assert f"resuming from checkpoint-{saved.step:08d}.npz" in err and f"stopped at step {STOP_STEP}" in err
+    # resumed by one process (another N: the global batch is the same), it ends where the uninterrupted run does
+    (status, _, err), = finish(launch(out, dates))
+    assert status == 0, err
+    assert f"resuming from checkpoint-{saved.step:08d}.npz" in err and f"stopped at step {STOP_STEP}" in err
     end = latest_checkpoint(out)
     assert end.step == STOP_STEP
-    for name in end.params:  # the same computation as the uninterrupted run's
-        np.testing.assert_allclose(end.params[name], b.params[name], rtol=1e-6, atol=1e-8)
-    assert records(out)[-1] == {**double[-1], "elapsed_s": records(out)[-1]["elapsed_s"]}
+    for name in end.params:
+        np.testing.assert_allclose(end.params[name], b.params[name], rtol=1e-4, atol=1e-6)
+    resumed = records(out)
+    assert [r["step"] for r in resumed] == [r["step"] for r in double]
+    assert resumed[-1]["valid_bleu"] == double[-1]["valid_bleu"]
 
 
 def test_a_coordinator_that_cannot_be_reached_is_one_error_in_bounded_time(tmp_path, dates):
