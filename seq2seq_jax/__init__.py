@@ -9,7 +9,7 @@ from .train import (
 )
 
 __all__ = [
-    "ATTENTION_TYPES", "Batch", "attention", "CELL_TYPES", "ModelConfig", "Seq2Seq", "beam_search", "data_mesh", "from_flat",
-    "greedy_decode", "init_opt_state", "init_params", "loss_and_grads", "loss_fn", "make_batch", "make_optimizer",
-    "make_train_step", "param_shapes", "replicate", "shard_batch", "to_flat",
+    "ATTENTION_TYPES", "Batch", "CELL_TYPES", "ModelConfig", "Seq2Seq", "attention", "beam_search", "data_mesh",
+    "from_flat", "greedy_decode", "init_opt_state", "init_params", "loss_and_grads", "loss_fn", "make_batch",
+    "make_optimizer", "make_train_step", "param_shapes", "replicate", "shard_batch", "to_flat",
 ]

@@ -520,9 +520,9 @@ def _same_checkpoint_everywhere(checkpoint, out_dir: Path) -> None:
     mine = None if checkpoint is None else checkpoint.step
     theirs = share(mine)
     if theirs != mine:
-        raise ValueError(f"out: process {process_index()} finds {'no checkpoint' if mine is None else f'step {mine}'} "
-                         f"in {out_dir}, process 0 {'none' if theirs is None else f'step {theirs}'}: expected the "
-                         "run folder on a file system that every process sees")
+        found = {step: "no checkpoint" if step is None else f"the checkpoint of step {step}" for step in (mine, theirs)}
+        raise ValueError(f"out: process {process_index()} finds {found[mine]} in {out_dir}, process 0 "
+                         f"{found[theirs]}: expected the run folder on a file system that every process sees")
 
 
 def _diverged(what: str, step: int, out_dir: Path):
