@@ -99,7 +99,7 @@ def initialize(settings: DistributedSettings) -> None:
                                    initialization_timeout=settings.connect_timeout,
                                    heartbeat_timeout_seconds=settings.heartbeat_timeout)
     except Exception as error:  # the runtime's status errors: DEADLINE_EXCEEDED, UNAVAILABLE, ...
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise ValueError(f"coordinator: could not join {settings.num_processes} processes at "
                          f"{settings.coordinator} as process {settings.process_id} within "
                          f"{settings.connect_timeout} s (--connect-timeout): {first[:300]}") from None
@@ -137,11 +137,19 @@ def share(value):
     return json.loads(bytes(multihost_utils.broadcast_one_to_all(padded)).decode())
 
 
-def any_process(flag: bool) -> bool:
-    """True on every process if flag is True on any (a Ctrl-C or a clock that only some saw)."""
+def any_process(*flags: bool) -> tuple[bool, ...]:
+    """Each flag, True on every process if it is True on any (a Ctrl-C or a clock that only some saw): one
+    collective for all of them."""
     if process_count() == 1:
-        return bool(flag)
+        return tuple(bool(flag) for flag in flags)
     import numpy as np
     from jax.experimental import multihost_utils
 
-    return bool(np.asarray(multihost_utils.process_allgather(np.int32(bool(flag)))).any())
+    gathered = np.asarray(multihost_utils.process_allgather(np.array(flags, np.int32)))  # [processes, flags]
+    return tuple(bool(flag) for flag in gathered.reshape(-1, len(flags)).any(axis=0))
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's first line of text (the runtime's messages run to pages), or its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

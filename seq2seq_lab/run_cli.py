@@ -23,7 +23,7 @@ from .checkpoint import save_averaged
 from .compile_cache import compile_cache
 from .corpus import read_corpus, read_file, split_lines
 from .data import TOKENIZERS, DataSettings
-from .distributed import DistributedSettings, initialize, process_index
+from .distributed import DistributedSettings, first_line, initialize, process_index
 from .evaluate import DEFAULT_BATCH_TOKENS
 from .plots import check_output_file, check_plot_path, plot_attention
 from .recipes import DecodingSettings, read_recipe
@@ -217,7 +217,7 @@ def run_train(args) -> int:
     try:
         status = _run_train(args)
     except BaseException as error:  # noqa: BLE001: one line, then out without the runtime's exit barrier
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         peer_lost = not isinstance(error, (ValueError, OSError, KeyboardInterrupt)) or "gloo" in first.lower() \
             or "UNAVAILABLE" in first or "DEADLINE_EXCEEDED" in first
         why = (f"another process stopped or cannot be reached ({first[:300]}); the run folder keeps its last "

@@ -371,11 +371,11 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                 shape_clock = None
             tokens_since += int(batch.tgt_lengths.sum())
             step += 1
-            logged = step % run.log_every == 0 or step % run.eval_every == 0 or step == total_steps
             out_of_time = run.max_minutes is not None and time.perf_counter() - started > 60 * run.max_minutes
             if distributed:  # the processes' clocks and Ctrl-Cs differ: they agree at the steps they log
-                out_of_time = logged and any_process(out_of_time)
-                if logged and any_process(stop_requested.is_set()):
+                logged = step % run.log_every == 0 or step % run.eval_every == 0 or step == total_steps
+                out_of_time, interrupted = any_process(out_of_time, stop_requested.is_set()) if logged else (False,) * 2
+                if interrupted:
                     stop_requested.set()
             if out_of_time:
                 stopped = f"--max-minutes {run.max_minutes:g} of wall time have passed"
