@@ -254,7 +254,7 @@ class Translator:
         padded = round_width(width, _count(pad_multiple, "pad_multiple"), limit or sys.maxsize)
         decode_ids(self._engine, self._params, sources, self.max_len, beam=_count(beam, "beam"),
                    length_penalty=float(length_penalty), batch_tokens=rows * padded,
-                   max_width=width_limit(self.config), pad_multiple=pad_multiple, **search)
+                   max_width=limit, pad_multiple=pad_multiple, **search)
 
     def attention(self, translation: Translation, hypothesis: int = 0, heads: bool = False) -> np.ndarray | None:
         """The attention weights with which the model reads translation's source while it writes its hypothesis
@@ -275,8 +275,7 @@ class Translator:
                 or not 0 <= hypothesis < len(translation.hypotheses):
             raise ValueError(f"hypothesis: expected an index in [0, {len(translation.hypotheses)}) of the "
                              f"translation's hypotheses, got {hypothesis!r}")
-        if not isinstance(heads, bool):
-            raise ValueError(f"heads: expected True or False, got {heads!r}")
+        heads = check_flag(heads, "heads")
         source = self._src_vocab.encode(translation.source)
         index = self._tgt_index()
         output = [index[token] for token in translation.hypotheses[hypothesis].tokens]
