@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,10 +27,11 @@ pytest.importorskip("jax")
 ROOT = Path(__file__).resolve().parents[1]
 # A tiny model of the dates task whose validation BLEU falls at step 15, so that --patience 1 stops it there.
 # The task's pairs as files with a given validation split: no test split, so no test decoding at the end.
+# Every batch padded to one width (--pad-multiple 64; sentences are under 30 characters): one compiled step.
 TRAIN = ["train", "--tokenizer", "char", "--hidden-dim", "16", "--embed-dim", "8",
          "--encoder", "gru", "--decoder", "gru", "--attention", "luong",
          "--batch-size", "32", "--steps", "40", "--eval-every", "5", "--log-every", "5", "--eval-examples", "32",
-         "--select-by", "bleu", "--patience", "1", "--no-progress"]
+         "--select-by", "bleu", "--patience", "1", "--pad-multiple", "64", "--no-progress"]
 STOP_STEP = 15
 
 
@@ -80,16 +82,40 @@ def records(out: Path) -> list[dict]:
 
 
 def test_two_processes_train_as_one_with_one_writer_and_survive_a_kill(tmp_path, dates):
-    """(a) the same computation as one process, (b) process 0 alone writes, (d) --patience stops both at the
-    same step, (c) a killed process stops the other with one error, and a restart (by one process) resumes to
-    the same end.  One test: the jobs share their compiled programs (the compilation cache)."""
-    one, two = tmp_path / "one", tmp_path / "two"
+    """(c) a killed process stops the other with one error and costs no checkpoint; restarted by two processes
+    (the same N) and, from a copy of the same folder, by one (another N: the global batch is the same), each ends
+    where an uninterrupted run ends: (a) the two-process run is the same computation as one process, (b) process
+    0 alone wrote it, (d) --patience stops both processes at the same step.  One test: the jobs share their
+    compiled programs (the compilation cache)."""
+    one, two, other = tmp_path / "one", tmp_path / "two", tmp_path / "other"
     (status, _, err), = finish(launch(one, dates))  # first: the pair's process 0 finds its validation compiled
-    pair = finish(launch(two, dates, 2, free_port()))
     assert status == 0, err
+
+    # (c) kill -9 one process once the first checkpoint is written
+    survivor, victim = launch(two, dates, 2, free_port())
+    first = two / "checkpoint-00000005.npz"
+    deadline = time.monotonic() + 240
+    while not first.exists() and time.monotonic() < deadline and victim.poll() is None:
+        time.sleep(0.02)
+    assert first.exists(), victim.communicate()[1]
+    victim.send_signal(signal.SIGSTOP)  # at once, before it can train to the end
+    victim.kill()
+    victim.wait()
+    killed_at = time.monotonic()
+    status, _, err = finish([survivor], timeout=120)[0]
+    assert time.monotonic() - killed_at < 60
+    assert status == 1, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: process 0 of 2: another process stopped"), err
+    saved = latest_checkpoint(two)  # intact: written atomically
+    assert saved is not None and saved.step in (5, 10) and saved.step < STOP_STEP
+    shutil.copytree(two, other)
+
+    # the same N resumes it; both processes stop at the same step, by --patience (d)
+    pair = finish(launch(two, dates, 2, free_port()))
     for status, out, err in pair:
         assert status == 0, err
-        assert f"stopped at step {STOP_STEP}" in err  # (d) both stop at the same step, by --patience
+        assert f"resuming from checkpoint-{saved.step:08d}.npz" in err and f"stopped at step {STOP_STEP}" in err
     assert f"process 1 of 2: trained to step {STOP_STEP}" in pair[1][1]
 
     single, double = records(one), records(two)
@@ -114,37 +140,70 @@ def test_two_processes_train_as_one_with_one_writer_and_survive_a_kill(tmp_path,
     summary = json.loads((two / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == STOP_STEP
 
-    # (c) kill -9 one process once the first checkpoint is written
-    out = tmp_path / "killed"
-    survivor, victim = launch(out, dates, 2, free_port())
-    first = out / "checkpoint-00000005.npz"
-    deadline = time.monotonic() + 240
-    while not first.exists() and time.monotonic() < deadline and victim.poll() is None:
-        time.sleep(0.02)
-    assert first.exists(), victim.communicate()[1]
-    victim.send_signal(signal.SIGSTOP)  # at once, before it can train to the end
-    victim.kill()
-    victim.wait()
-    killed_at = time.monotonic()
-    status, _, err = finish([survivor], timeout=120)[0]
-    assert time.monotonic() - killed_at < 60
-    assert status == 1, err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith("error: process 0 of 2: another process stopped"), err
-    saved = latest_checkpoint(out)  # intact: written atomically
-    assert saved is not None and saved.step in (5, 10) and saved.step < STOP_STEP
-
-    # resumed by one process (another N: the global batch is the same), it ends where the uninterrupted run does
-    (status, _, err), = finish(launch(out, dates))
+    # another N resumes the copy and ends where the uninterrupted run does
+    (status, _, err), = finish(launch(other, dates))
     assert status == 0, err
     assert f"resuming from checkpoint-{saved.step:08d}.npz" in err and f"stopped at step {STOP_STEP}" in err
-    end = latest_checkpoint(out)
+    end = latest_checkpoint(other)
     assert end.step == STOP_STEP
     for name in end.params:
-        np.testing.assert_allclose(end.params[name], b.params[name], rtol=1e-4, atol=1e-6)
-    resumed = records(out)
-    assert [r["step"] for r in resumed] == [r["step"] for r in double]
-    assert resumed[-1]["valid_bleu"] == double[-1]["valid_bleu"]
+        np.testing.assert_allclose(end.params[name], a.params[name], rtol=1e-4, atol=1e-6)
+    resumed = records(other)
+    assert [r["step"] for r in resumed] == [r["step"] for r in single]
+    assert resumed[-1]["valid_bleu"] == single[-1]["valid_bleu"]
+
+
+# Every process runs this: 20 Adam steps of a float64 model on the global batches a single process would train
+# on, each process feeding its own rows; process 0 prints the losses and the final params' checksum per name.
+FLOAT64_STEPS = """
+import json, sys
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+from seq2seq_lab.distributed import DistributedSettings, initialize
+processes, process_id, coordinator = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+if processes > 1:
+    initialize(DistributedSettings(coordinator, processes, process_id, connect_timeout=60, heartbeat_timeout=20))
+import seq2seq_jax
+from seq2seq_ref import ModelConfig
+from tests.helpers import float64_params, ragged_batch
+config = ModelConfig(13, 11, 8, 16, encoder="gru", decoder="gru", attention="luong")
+mesh = seq2seq_jax.data_mesh()
+optimiser = seq2seq_jax.make_optimizer("adam", 1e-2)
+params = seq2seq_jax.replicate(float64_params(config, 0), mesh)
+opt_state = seq2seq_jax.init_opt_state(optimiser, params, mesh)
+step = seq2seq_jax.make_train_step(config, optimiser, mesh=mesh)
+rng, losses = np.random.default_rng(0), []
+for _ in range(20):
+    batch = ragged_batch(config, rng, batch_size=8, src_len=6, tgt_len=5, src_width=6, tgt_width=5)
+    params, opt_state, metrics = step(params, opt_state, batch)
+    losses.append(float(metrics["loss"]))
+if jax.process_index() == 0:
+    print(json.dumps({"devices": jax.device_count(), "losses": losses,
+                      "params": {name: np.asarray(value).tolist() for name, value in params.items()}}))
+"""
+
+
+def test_float64_steps_of_two_processes_equal_one_process():
+    """(a) in float64: the losses of 20 steps of two processes (a gloo all-reduce of the gradients) equal one
+    process's to 1e-12, and so do the params they end with."""
+    def run(processes: int) -> dict:
+        port, env = free_port(), {**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu"}
+        jobs = [subprocess.Popen([sys.executable, "-c", FLOAT64_STEPS, str(processes), str(i), f"127.0.0.1:{port}"],
+                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for i in range(processes)]
+        results = finish(jobs, timeout=180)
+        for status, _, err in results:
+            assert status == 0, err
+        return json.loads(results[0][1].splitlines()[-1])  # after gloo's own lines
+
+    two, one = run(2), run(1)
+    assert two["devices"] == 2 and one["devices"] == 1
+    losses_one, losses_two = np.array(one["losses"]), np.array(two["losses"])
+    assert losses_one[-1] < losses_one[0]  # it trains
+    np.testing.assert_allclose(losses_two, losses_one, rtol=1e-12, atol=0)
+    for name, value in one["params"].items():
+        np.testing.assert_allclose(two["params"][name], value, rtol=1e-12, atol=1e-14, err_msg=name)
 
 
 def test_a_coordinator_that_cannot_be_reached_is_one_error_in_bounded_time(tmp_path, dates):
