@@ -5,7 +5,7 @@ jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import seq2seq_jax  # noqa: E402
@@ -112,6 +112,7 @@ def test_jax_shrinks_the_batch_as_sentences_finish_and_changes_no_result(decoder
 
 @settings(max_examples=4, deadline=None)
 @given(st.integers(0, 10_000), st.sampled_from(ATTENTIONS), st.sampled_from(DECODER_NAMES), st.sampled_from([0.0, 1.4]))
+@example(52, "none", "lstm", 1.4)
 def test_early_stop_ends_a_search_once_its_finished_set_is_full(seed, attention, decoder, alpha):
     """(N4): the same search, cut where beam_size hypotheses have finished; the exact stop (N2) only runs it on,
     so its best score is never below the early one's; the two backends agree."""
@@ -125,8 +126,10 @@ def test_early_stop_ends_a_search_once_its_finished_set_is_full(seed, attention,
             stop = max(hyp.index(config.eos_id) for hyp in hyps) + 1
             cut, cut_scores = beam_search(params, config, batch.src[row:row + 1], batch.src_lengths[row:row + 1], 2,
                                           stop, alpha)
-            np.testing.assert_array_equal(cut[0], early[row, :, :stop])
-            np.testing.assert_allclose(cut_scores[0], early_scores[row], rtol=1e-12)
+            # the best hypothesis only: with max_len = stop the exact stop (N2) may end the cut search before
+            # stop, its best proven, where its runners-up are still unfinished (seed 52: [6], not [4, EOS])
+            np.testing.assert_array_equal(cut[0, 0], early[row, 0, :stop])
+            np.testing.assert_allclose(cut_scores[0, 0], early_scores[row, 0], rtol=1e-12)
     jax_early, jax_scores = seq2seq_jax.beam_search(params, config, batch.src, batch.src_lengths, 2, MAX_LEN, alpha,
                                                     early_stop=True)
     np.testing.assert_array_equal(np.asarray(jax_early), early)
