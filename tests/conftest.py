@@ -11,6 +11,17 @@ settings.register_profile("dev", max_examples=50, deadline=None, suppress_health
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
+# The tests' programs are tiny and run once or twice: XLA's optimisation passes cost far more than they save
+# (JAX's documented use of this flag). It changes no result the tests compare (XLA's passes keep float
+# semantics; fast math is off either way); the commands the tests start as processes compile as users' do.
+try:
+    import jax
+except ImportError:  # the reference's tests run without it
+    pass
+else:
+    jax.config.update("jax_disable_most_optimizations", True)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

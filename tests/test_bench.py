@@ -106,15 +106,17 @@ def test_torch_ratios_match_cell_attention_and_task():
 
 
 def test_bench_command_smoke(tmp_path, capsys):
+    """Every task at one point, each backend in its one warm worker; beam search with its options."""
     out = tmp_path / "bench.json"
     code = main(["bench", "--config", "tiny", "--backends", "numpy,jax,torch", "--cells", "transformer",
-                 "--attention", "multihead", "--warmup", "1", "--repeats", "2", "--json", str(out)])
+                 "--attention", "multihead", "--tasks", "train,decode,beam", "--beam", "3", "--length-penalty", "1.4",
+                 "--warmup", "0", "--repeats", "2", "--json", str(out)])
     assert code == 0 and "vs torch" in capsys.readouterr().out
     report = json.loads(out.read_text())
     assert report["config"]["name"] == "tiny" and report["versions"]["numpy"] and report["device"]["cpu_cores"]
     assert report["matmul_peak"]["gflops"] > 0 and report["round_order"] == ["numpy", "jax", "torch"]
     records = report["records"]
-    points = {(c, "multihead", t) for c in ("transformer",) for t in ("train", "decode")}
+    points = {("transformer", "multihead", t) for t in ("train", "decode", "beam")}
     assert {(r["backend"], r["cell"], r["attention"], r["task"]) for r in records} == {
         (b, *p) for b in ("numpy", "jax", "torch") for p in points}
     for r in records:
@@ -127,6 +129,9 @@ def test_bench_command_smoke(tmp_path, capsys):
         ratios = np.array(r["ms_times"]) / np.array(baseline["ms_times"])
         assert r["time_vs_torch_paired"] == pytest.approx(np.median(ratios))
         assert math.isfinite(r["time_vs_torch_paired_iqr"]) and r["time_vs_torch_paired_iqr"] >= 0
+        if r["task"] == "beam":
+            assert r["options"]["beam"] == 3 and r["options"]["length_penalty"] == 1.4
+            assert r["gflop"] == beam_search_flops(CONFIGS["tiny"], "multihead", 3, r["cell"]) / 1e9
     # interleaved: at every point the timed calls ran numpy, jax, torch, numpy, jax, torch, ...
     for point in points:
         calls = sorted((i, r["backend"]) for r in records if (r["cell"], r["attention"], r["task"]) == point
@@ -225,18 +230,7 @@ def test_torch_ranking_breaks_ties_as_the_reference():
                                       rank_candidates(candidates, step)[:, :count])
 
 
-def test_bench_beam_task(tmp_path, capsys):
-    out = tmp_path / "beam.json"
-    code = main(["bench", "--config", "tiny", "--backends", "numpy,jax,torch", "--cells", "transformer",
-                 "--attention", "multihead", "--tasks", "beam", "--beam", "3", "--length-penalty", "1.4",
-                 "--warmup", "0", "--repeats", "1", "--json", str(out)])
-    assert code == 0 and "beam" in capsys.readouterr().out
-    records = json.loads(out.read_text())["records"]
-    assert {(r["backend"], r["cell"], r["task"]) for r in records} == {
-        (b, "transformer", "beam") for b in ("numpy", "jax", "torch")}
-    for r in records:
-        assert r["options"]["beam"] == 3 and r["options"]["length_penalty"] == 1.4 and r["ms_median"] > 0
-        assert r["gflop"] == beam_search_flops(CONFIGS["tiny"], "multihead", 3, r["cell"]) / 1e9
+def test_bench_beam_options_are_checked(capsys):
     assert main(["bench", "--config", "tiny", "--tasks", "beam", "--beam", "0"]) == 2
     assert "beam: expected a positive int, got 0" in capsys.readouterr().err
     assert main(["bench", "--config", "tiny", "--tasks", "beam", "--length-penalty", "-1"]) == 2

@@ -25,6 +25,14 @@ from seq2seq_lab.tasks import generate_task
 pytest.importorskip("jax")
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def environment() -> dict:
+    """Each process one CPU device; XLA's optimisation passes off (conftest.py: what these tests check is how the
+    processes share a run, and both sides of every comparison compile alike)."""
+    return {**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+
+
 # A tiny model of the dates task whose validation BLEU falls at step 15, so that --patience 1 stops it there.
 # The task's pairs as files with a given validation split: no test split, so no test decoding at the end.
 # Every batch padded to one width (--pad-multiple 64; sentences are under 30 characters): one compiled step.
@@ -53,12 +61,11 @@ def free_port() -> int:
 
 def launch(out: Path, data: list[str], processes: int = 1, port: int | None = None) -> list[subprocess.Popen]:
     """`seq2seq train` as every process of the job runs it (one CPU device each)."""
-    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu"}
     several = [] if processes == 1 else ["--num-processes", str(processes), "--coordinator", f"127.0.0.1:{port}",
                                          "--heartbeat-timeout", "20", "--connect-timeout", "60"]
     return [subprocess.Popen([sys.executable, "-m", "seq2seq_lab.cli", *TRAIN, *data, "--out", str(out), *several,
                               *(["--process-id", str(i)] if processes > 1 else [])],
-                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             cwd=ROOT, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for i in range(processes)]
 
 
@@ -153,51 +160,52 @@ def test_two_processes_train_as_one_with_one_writer_and_survive_a_kill(tmp_path,
     assert resumed[-1]["valid_bleu"] == single[-1]["valid_bleu"]
 
 
-# Every process runs this: 20 Adam steps of a float64 model on the global batches a single process would train
-# on, each process feeding its own rows; process 0 prints the losses and the final params' checksum per name.
+# Each process of a two-process job runs this: 20 Adam steps of a float64 model on the global batches a single
+# process would train on, each process feeding its own rows of each; process 0 then runs the same steps on its
+# device alone (one device, no collective: what one process computes) and prints both runs' losses and params.
 FLOAT64_STEPS = """
 import json, sys
 import jax
 jax.config.update("jax_enable_x64", True)
 import numpy as np
 from seq2seq_lab.distributed import DistributedSettings, initialize
-processes, process_id, coordinator = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-if processes > 1:
-    initialize(DistributedSettings(coordinator, processes, process_id, connect_timeout=60, heartbeat_timeout=20))
+initialize(DistributedSettings(sys.argv[2], 2, int(sys.argv[1]), connect_timeout=60, heartbeat_timeout=20))
 import seq2seq_jax
 from seq2seq_ref import ModelConfig
 from tests.helpers import float64_params, ragged_batch
 config = ModelConfig(13, 11, 8, 16, encoder="gru", decoder="gru", attention="luong")
-mesh = seq2seq_jax.data_mesh()
 optimiser = seq2seq_jax.make_optimizer("adam", 1e-2)
-params = seq2seq_jax.replicate(float64_params(config, 0), mesh)
-opt_state = seq2seq_jax.init_opt_state(optimiser, params, mesh)
-step = seq2seq_jax.make_train_step(config, optimiser, mesh=mesh)
-rng, losses = np.random.default_rng(0), []
-for _ in range(20):
-    batch = ragged_batch(config, rng, batch_size=8, src_len=6, tgt_len=5, src_width=6, tgt_width=5)
-    params, opt_state, metrics = step(params, opt_state, batch)
-    losses.append(float(metrics["loss"]))
+
+def train(devices):
+    mesh = seq2seq_jax.data_mesh(devices)
+    params = seq2seq_jax.replicate(float64_params(config, 0), mesh)
+    opt_state = seq2seq_jax.init_opt_state(optimiser, params, mesh)
+    step = seq2seq_jax.make_train_step(config, optimiser, mesh=mesh)
+    rng, losses = np.random.default_rng(0), []
+    for _ in range(20):
+        batch = ragged_batch(config, rng, batch_size=8, src_len=6, tgt_len=5, src_width=6, tgt_width=5)
+        params, opt_state, metrics = step(params, opt_state, batch)
+        losses.append(float(metrics["loss"]))
+    return {"devices": mesh.size, "losses": losses,
+            "params": {name: np.asarray(value.addressable_data(0)).tolist() for name, value in params.items()}}
+
+two = train(jax.devices())
 if jax.process_index() == 0:
-    print(json.dumps({"devices": jax.device_count(), "losses": losses,
-                      "params": {name: np.asarray(value).tolist() for name, value in params.items()}}))
+    print(json.dumps({"two": two, "one": train(jax.local_devices())}))
 """
 
 
 def test_float64_steps_of_two_processes_equal_one_process():
     """(a) in float64: the losses of 20 steps of two processes (a gloo all-reduce of the gradients) equal one
-    process's to 1e-12, and so do the params they end with."""
-    def run(processes: int) -> dict:
-        port, env = free_port(), {**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu"}
-        jobs = [subprocess.Popen([sys.executable, "-c", FLOAT64_STEPS, str(processes), str(i), f"127.0.0.1:{port}"],
-                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for i in range(processes)]
-        results = finish(jobs, timeout=180)
-        for status, _, err in results:
-            assert status == 0, err
-        return json.loads(results[0][1].splitlines()[-1])  # after gloo's own lines
-
-    two, one = run(2), run(1)
+    device's to 1e-12, and so do the params they end with."""
+    port = free_port()
+    jobs = [subprocess.Popen([sys.executable, "-c", FLOAT64_STEPS, str(i), f"127.0.0.1:{port}"], cwd=ROOT, env=environment(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    results = finish(jobs, timeout=180)
+    for status, _, err in results:
+        assert status == 0, err
+    runs = json.loads(results[0][1].splitlines()[-1])  # after gloo's own lines
+    one, two = runs["one"], runs["two"]
     assert two["devices"] == 2 and one["devices"] == 1
     losses_one, losses_two = np.array(one["losses"]), np.array(two["losses"])
     assert losses_one[-1] < losses_one[0]  # it trains

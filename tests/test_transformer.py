@@ -47,7 +47,7 @@ def test_dropout_on_weights_and_residual_branches_agrees_with_jax(decoder, atten
     def jax_loss(flat):
         return Seq2Seq(config, flat).loss(batch, {k: jnp.asarray(v) for k, v in masks.items()})
 
-    jax_value, jax_grads = jax.value_and_grad(jax_loss)({k: jnp.asarray(v) for k, v in params.items()})
+    jax_value, jax_grads = jax.jit(jax.value_and_grad(jax_loss))({k: jnp.asarray(v) for k, v in params.items()})
     assert abs(float(jax_value) - loss) <= 1e-12 * loss
     for name, grad in grads.items():
         np.testing.assert_allclose(np.asarray(jax_grads[name]), grad, rtol=1e-9, atol=1e-12, err_msg=name)
@@ -123,9 +123,9 @@ def test_cached_decoding_equals_the_teacher_forced_decoder_and_the_reference():
     T = batch.tgt_in.shape[1]
     memory, states = model.encode(batch.src, batch.src_lengths, max_len=T)
     features, alpha = model.features(batch.tgt_in, batch.tgt_lengths, memory, states)
+    step = jax.jit(lambda y, s: model.decoder_step(model.tgt_embed(y), s, memory, None, None))  # one program
     for t in range(T):
-        y_t = model.tgt_embed(jnp.asarray(batch.tgt_in[:, t]))
-        feature, states, alpha_t = model.decoder_step(y_t, states, memory, None, None)
+        feature, states, alpha_t = step(jnp.asarray(batch.tgt_in[:, t]), states)
         np.testing.assert_allclose(np.asarray(feature), np.asarray(features[:, t]), rtol=1e-12, atol=1e-13)
         np.testing.assert_allclose(np.asarray(alpha_t), np.asarray(alpha[:, t]), rtol=1e-12, atol=1e-14)
     tokens, weights = greedy_decode(params, config, batch.src, batch.src_lengths, 7)
