@@ -22,6 +22,16 @@ else:
     jax.config.update("jax_disable_most_optimizations", True)
 
 
+# The longest tests first, so that neither worker (pytest-xdist) is left with one of them at the end while the
+# other idles; the order within and after them is unchanged.
+LONGEST_FIRST = ("test_distributed.py", "test_bench.py", "test_jax_agreement.py")
+
+
+def pytest_collection_modifyitems(items):
+    order = {name: rank for rank, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: order.get(item.path.name, len(order)))
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

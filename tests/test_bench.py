@@ -105,8 +105,9 @@ def test_torch_ratios_match_cell_attention_and_task():
     assert by_point["numpy", "gru", "luong"]["time_vs_torch"] is None  # no torch record at this point
 
 
-def test_bench_command_smoke(tmp_path, capsys):
+def test_bench_command_smoke(tmp_path, capsys, monkeypatch):
     """Every task at one point, each backend in its one warm worker; beam search with its options."""
+    monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")  # the workers' tiny programs (conftest.py)
     out = tmp_path / "bench.json"
     code = main(["bench", "--config", "tiny", "--backends", "numpy,jax,torch", "--cells", "transformer",
                  "--attention", "multihead", "--tasks", "train,decode,beam", "--beam", "3", "--length-penalty", "1.4",
