@@ -41,7 +41,7 @@ def test_bad_length_limits_are_refused_before_decoding(name, value):
         beam_search(params, config, batch.src, batch.src_lengths, 2, MAX_LEN, **{name: value})
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(st.integers(0, 10_000), st.sampled_from(ATTENTIONS), st.sampled_from(DECODER_NAMES),
        st.floats(0.0, 1.5), st.integers(0, 4), st.sampled_from([0.0, 0.6, 1.4]))
 def test_a_length_limit_is_decoding_the_sentence_alone_with_that_cap(seed, attention, decoder, a, b, alpha):

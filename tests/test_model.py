@@ -21,7 +21,7 @@ VARIANTS = grid(**SIZES)
 def test_model_gradients_match_finite_differences(encoder, decoder, attention, layers, bidirectional):
     config = config_with_heads(**SIZES, num_layers=layers, bidirectional=bidirectional, attention=attention,
                                encoder=encoder, decoder=decoder)
-    checks = gradcheck_model(config, seed=3, max_entries=4)
+    checks = gradcheck_model(config, seed=3, max_entries=3)  # every tensor, 3 entries each: 56 models
     assert {c.name for c in checks} == set(param_shapes(config))
     worst = max(checks, key=lambda c: c.max_rel_error)
     assert worst.max_rel_error <= 1e-7, worst
