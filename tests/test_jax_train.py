@@ -66,8 +66,8 @@ def test_train_step_with_sgd_momentum_equals_the_reference():
     _run_both(sgd(0.1, momentum=0.9), seq2seq_jax.make_optimizer("sgd", 0.1, momentum=0.9))
 
 
-@pytest.mark.parametrize("name", ["adam", "sgd"])
-@pytest.mark.parametrize("schedule", ["noam", "linear"])
+# each schedule and each optimiser once (the schedule scales whatever update the optimiser computes)
+@pytest.mark.parametrize("name,schedule", [("adam", "noam"), ("sgd", "linear")])
 def test_train_step_under_a_schedule_equals_the_reference(name, schedule):
     """Six steps through warm-up (3 steps), the peak and the decay (linear: to zero after step 5, so the sixth
     update is zero): optax's schedule count against the reference's."""
