@@ -9,7 +9,6 @@ metrics stay on the device until the caller reads them.
 """
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import jax
@@ -38,14 +37,12 @@ def make_dropout_masks(config: ModelConfig, batch, dtype, key) -> dict:
     # the uniform draws take p's dtype: a Python float would draw in float64 under jax_enable_x64 whatever the
     # model's dtype; float32 at least, since a bfloat16 p would round the keep probability
     p = jnp.asarray(keep, jnp.promote_types(dtype, jnp.float32))
-    # one draw for every mask, split after: each random call compiles its own copy of the generator's rounds
-    # (a draw per mask made a 2-layer LSTM's step compile 1.5x as long)
-    shapes = dropout_mask_shapes(config, batch)
-    sizes = [math.prod(shape) for shape in shapes.values()]
-    kept = jax.random.bernoulli(key, p, (sum(sizes),)).astype(dtype) / keep
-    starts = np.cumsum([0, *sizes])
-    return {name: kept[start:start + size].reshape(shape)
-            for (name, shape), start, size in zip(shapes.items(), starts, sizes)}
+    # a draw per mask, which XLA fuses into the mask's use; one draw for all masks, split after, compiles faster
+    # (a 3+3-block Transformer's step 19.6 s -> 17.7 s) but ran the Multi30k recipe's step 5 % slower
+    return {
+        name: jax.random.bernoulli(jax.random.fold_in(key, index), p, shape).astype(dtype) / keep
+        for index, (name, shape) in enumerate(dropout_mask_shapes(config, batch).items())
+    }
 
 
 def loss_fn(params, config: ModelConfig, batch, dropout_key=None, compute_dtype=None, unroll=1, custom_vjp=True):
