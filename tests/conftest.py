@@ -13,7 +13,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 
 # The tests' programs are tiny and run once or twice: XLA's optimisation passes cost far more than they save
 # (JAX's documented use of this flag). It changes no result the tests compare (XLA's passes keep float
-# semantics; fast math is off either way); the commands the tests start as processes compile as users' do.
+# semantics; fast math is off either way). The commands the tests start as processes compile as users' do,
+# except where a test sets JAX_DISABLE_MOST_OPTIMIZATIONS for them (the multi-process, 8-device and bench ones).
 try:
     import jax
 except ImportError:  # the reference's tests run without it
