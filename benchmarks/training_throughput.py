@@ -76,7 +76,7 @@ def run_anchor(anchor: Path, minutes: float, out: Path) -> dict:
 
 def run_ours(name: str, files: dict, minutes: float, settle: float, out: Path, extra: list[str]) -> dict:
     run_dir = out / name.replace(" ", "-")
-    command = [sys.executable, "-m", "seq2seq_lab.cli", "train", "--recipe", str(ROOT / "recipes/multi30k-transformer.toml"),
+    command = [sys.executable, "-m", "seq2seq_lab.cli", "train", "--recipe", str(ROOT / "recipes/de-en-transformer.toml"),
                "--data", str(files["train.de"]), "--data-target", str(files["train.en"]),
                "--valid-data", str(files["val.de"]), "--valid-target", str(files["val.en"]),
                "--max-minutes", str(minutes), "--eval-examples", "8",

@@ -24,7 +24,7 @@ def test_every_shipped_recipe_reads_as_train_options(recipe):
 
 
 def test_a_flag_overrides_the_recipe_and_the_rest_comes_from_it():
-    recipe = next(path for path in RECIPES if path.stem == "multi30k-transformer")
+    recipe = next(path for path in RECIPES if path.stem == "de-en-transformer")
     args = with_recipe(train_parser(), ["--recipe", str(recipe), "--lr", "5e-4", "--no-progress"])
     assert args.lr == 5e-4 and args.hidden_dim == 256 and args.schedule == "linear" and args.shared_vocab is True
     assert args.decoding == DecodingSettings(beam=5, length_penalty=1.4)
