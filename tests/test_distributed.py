@@ -220,7 +220,7 @@ def test_a_coordinator_that_cannot_be_reached_is_one_error_in_bounded_time(tmp_p
     process = subprocess.run([sys.executable, "-m", "seq2seq_lab.cli", *TRAIN, *dates, "--out", str(tmp_path / "run"),
                               "--num-processes", "2", "--process-id", "1", "--coordinator", f"127.0.0.1:{port}",
                               "--connect-timeout", "3"], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                             env={**os.environ, "JAX_PLATFORMS": "cpu"})
+                             env=environment())
     assert process.returncode == 2 and time.monotonic() - started < 60
     errors = [line for line in process.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and f"could not join 2 processes at 127.0.0.1:{port} as process 1 within 3 s" \
