@@ -1,6 +1,6 @@
 """Training throughput of the Multi30k Transformer recipe against the torch anchor, one after the other on this
 machine: each run's time split into start-up, compilation and training steps, its steady-state target tokens/s,
-and the fraction of real (non-pad) tokens in its batches.
+the fraction of real (non-pad) tokens in its batches, and the host time that building one batch takes.
 
     python benchmarks/training_throughput.py --data-dir ../shared/data/multi30k --minutes 4 \
         --anchor ../shared/anchors/torch_transformer_mt.py --json benchmarks/results/training_throughput_cpu.json
@@ -123,9 +123,11 @@ def real_token_fractions(files: dict, pack: int, batch_size: int = 128, pad_mult
         plan = BatchPlan(data, config, batch_size, 0, pad_multiple, packing)
         real = {"src": 0, "tgt": 0}
         total = {"src": 0, "tgt": 0}
-        sentences = 0
+        sentences, host_seconds = 0, []
         for step in range(plan.batches_per_epoch):
-            batch = plan.batch(step)
+            started = time.perf_counter()
+            batch = plan.batch(step)  # what the training loop does on the host between dispatching two steps
+            host_seconds.append(time.perf_counter() - started)
             real["src"] += int(batch.src_lengths.sum() if packing is None else (batch.src_segments > 0).sum())
             real["tgt"] += int(batch.tgt_lengths.sum())
             total["src"] += batch.src.size
@@ -134,7 +136,8 @@ def real_token_fractions(files: dict, pack: int, batch_size: int = 128, pad_mult
         shapes = {(plan.batch(s).src.shape, plan.batch(s).tgt_in.shape) for s in range(plan.batches_per_epoch)}
         out[name] = {"real_src": real["src"] / total["src"], "real_tgt": real["tgt"] / total["tgt"],
                      "batches_per_epoch": plan.batches_per_epoch, "sentences_per_batch": sentences / plan.batches_per_epoch,
-                     "shapes": len(shapes)}
+                     "shapes": len(shapes), "host_ms_per_batch": 1000 * float(np.median(host_seconds)),
+                     "host_ms_per_batch_p90": 1000 * float(np.percentile(host_seconds, 90))}
     return out
 
 
