@@ -17,7 +17,6 @@ training, not decoding.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import re
@@ -29,18 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from recipe_vs_anchor import unzip  # benchmarks/, this script's folder
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def unzip(data_dir: Path, out: Path) -> dict[str, Path]:
-    files = {}
-    for split in ("train", "val"):
-        for lang in ("de", "en"):
-            path = out / f"{split}.{lang}"
-            with gzip.open(data_dir / f"{split}.{lang}.gz", "rt", encoding="utf-8") as f:
-                path.write_text(f.read(), encoding="utf-8")
-            files[f"{split}.{lang}"] = path
-    return files
 
 
 def run_anchor(anchor: Path, minutes: float, out: Path) -> dict:
