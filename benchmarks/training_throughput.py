@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared/data/multi30k")
     parser.add_argument("--anchor", type=Path, default=ROOT.parent / "shared/anchors/torch_transformer_mt.py")
-    parser.add_argument("--runs", default="anchor,bucketed,packed", help="which runs, in this order")
+    parser.add_argument("--runs", default="anchor,bucketed,packed", help="which runs, in this order ('none': only the batches' real-token fractions and host times)")
     parser.add_argument("--minutes", type=float, default=4.0, help="training minutes of each of our runs")
     parser.add_argument("--settle", type=float, default=1.5, help="minutes left out of the steady state")
     parser.add_argument("--pack", type=int, default=64, help="row width of the packed run")
