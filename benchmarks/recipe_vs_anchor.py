@@ -64,18 +64,55 @@ def parse_run(text: str) -> dict:
     return {"name": parts[0], "kind": "ours", "recipe": parts[1], "options": options}
 
 
+def train_command(recipe: str, files: dict, minutes: float, run_dir: Path, *options: str) -> list[str]:
+    """`seq2seq train` of a recipe on the unzipped corpus for --max-minutes, into a fresh run folder."""
+    return [sys.executable, "-m", "seq2seq_lab.cli", "train", "--recipe", str(ROOT / recipe),
+            "--data", str(files["train.de"]), "--data-target", str(files["train.en"]),
+            "--valid-data", str(files["val.de"]), "--valid-target", str(files["val.en"]),
+            "--max-minutes", f"{minutes:g}", "--out", str(run_dir), "--fresh", "--no-progress", *options]
+
+
+def cold_cache(run_dir: Path) -> dict:
+    """The environment of a cold start: a compilation cache of the run's own, empty at first (docs/cli.md: the
+    compilation cache)."""
+    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": f"{run_dir}-jax-cache"}
+
+
+def anchor_command(anchor: Path, minutes: float, *options: str) -> list[str]:
+    """The anchor's README command for MINUTES of training steps."""
+    return [sys.executable, str(anchor), "--budget", f"{60 * minutes:g}", "--warmup", "400", "--max_tokens", "3000",
+            *options]
+
+
+def time_split(run_dir: Path, settle: float) -> dict:
+    """A run's time as its summary.json splits it, with the compilation taken out of the steps' time (a step on a
+    new batch shape ran once besides compiling: its compilation is what exceeds a step), and its target tokens/s:
+    over the run, and steady (the logged intervals after the first SETTLE minutes)."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    logged = [r for r in records if "tokens_per_s" in r]
+    steady = [r["tokens_per_s"] for r in logged if r["elapsed_s"] > 60 * settle]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    shapes = summary["batch_shapes"]
+    step_s = (summary["train_seconds"] - summary["new_shape_step_seconds"]) / max(1, summary["steps"] - shapes)
+    compile_s = summary["new_shape_step_seconds"] - shapes * step_s
+    return {"steps": summary["steps"], "epochs": logged[-1]["epoch"] if logged else None,
+            "startup_s": summary["startup_seconds"], "batch_shapes": shapes, "compile_s": compile_s,
+            "train_steps_s": summary["train_seconds"] - compile_s, "validation_s": summary["validation_seconds"],
+            "test_decode_s": summary.get("test_seconds"), "total_s": summary["total_seconds"],
+            "overall_tgt_tokens_per_s": summary["tokens_per_s"],
+            "steady_tgt_tokens_per_s": float(np.median(steady)) if steady else None,
+            "steady_spread": [float(np.percentile(steady, 25)), float(np.percentile(steady, 75))] if steady else None,
+            "curve": [{"minutes": r["elapsed_s"] / 60, "step": r["step"], "valid_bleu_greedy": r["valid_bleu"]}
+                      for r in records if "valid_bleu" in r]}
+
+
 def run_ours(run: dict, files: dict, minutes: float, work: Path) -> None:
     run_dir = work / run["name"]
-    train = [sys.executable, "-m", "seq2seq_lab.cli", "train", "--recipe", str(ROOT / run["recipe"]),
-             "--data", str(files["train.de"]), "--data-target", str(files["train.en"]),
-             "--valid-data", str(files["val.de"]), "--valid-target", str(files["val.en"]),
-             "--max-minutes", f"{minutes:g}", "--out", str(run_dir), "--fresh", "--no-progress", *run["options"]]
-    # a cold start: a compilation cache of the run's own (docs/cli.md: the compilation cache), which its
-    # evaluations then use as a user's would
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(work / f"{run['name']}-jax-cache")}
+    env = cold_cache(run_dir)  # which its evaluations then use, as a user's would
     if not (run_dir / "summary.json").exists():  # else trained already: only its evaluations are missing
         with open(work / f"{run['name']}.train.log", "w") as log:
-            subprocess.run(train, cwd=ROOT, check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
+            subprocess.run(train_command(run["recipe"], files, minutes, run_dir, *run["options"]), cwd=ROOT,
+                           check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
     scores = {}
     for decoding, flags in (("greedy", ["--beam", "1"]), ("beam", [])):
         started = time.perf_counter()
@@ -88,8 +125,7 @@ def run_ours(run: dict, files: dict, minutes: float, work: Path) -> None:
 
 def run_anchor(run: dict, anchor: Path, minutes: float, work: Path) -> None:
     with open(work / f"{run['name']}.log", "w") as log:
-        subprocess.run([sys.executable, str(anchor), "--budget", f"{60 * minutes:g}", "--warmup", "400",
-                        "--max_tokens", "3000"], cwd=work, check=True, stdout=log, stderr=subprocess.STDOUT)
+        subprocess.run(anchor_command(anchor, minutes), cwd=work, check=True, stdout=log, stderr=subprocess.STDOUT)
 
 
 def finished(run: dict, work: Path) -> bool:
@@ -100,24 +136,9 @@ def finished(run: dict, work: Path) -> bool:
 
 
 def report_ours(run: dict, work: Path, settle: float) -> dict:
-    run_dir = work / run["name"]
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    logged = [r for r in records if "tokens_per_s" in r]
-    steady = [r["tokens_per_s"] for r in logged if r["elapsed_s"] > 60 * settle]
-    summary = json.loads((run_dir / "summary.json").read_text())
     scores = json.loads((work / f"{run['name']}.eval.json").read_text())
-    step_s = (summary["train_seconds"] - summary["new_shape_step_seconds"]) / max(1, summary["steps"] - summary["batch_shapes"])
     return {"run": run["name"], "recipe": run.get("recipe"), "options": run.get("options"),
-            "steps": summary["steps"], "epochs": logged[-1]["epoch"] if logged else None,
-            "startup_s": summary["startup_seconds"], "batch_shapes": summary["batch_shapes"],
-            "compile_s": summary["new_shape_step_seconds"] - summary["batch_shapes"] * step_s,
-            "train_steps_s": summary["train_seconds"], "validation_s": summary["validation_seconds"],
-            "total_s": summary["total_seconds"],
-            "steady_tgt_tokens_per_s": float(np.median(steady)) if steady else None,
-            "steady_spread": [float(np.percentile(steady, 25)), float(np.percentile(steady, 75))] if steady else None,
-            "overall_tgt_tokens_per_s": summary["tokens_per_s"],
-            "curve": [{"minutes": r["elapsed_s"] / 60, "step": r["step"], "valid_bleu_greedy": r["valid_bleu"]}
-                      for r in records if "valid_bleu" in r],
+            **time_split(work / run["name"], settle),
             "valid": {decoding: {"bleu": s["bleu"], "chrf": s.get("chrf"), "seconds": s["seconds"]}
                       for decoding, s in scores.items()}}
 

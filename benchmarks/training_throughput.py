@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from recipe_vs_anchor import unzip  # benchmarks/, this script's folder
+# benchmarks/, this script's folder
+from recipe_vs_anchor import anchor_command, cold_cache, time_split, train_command, unzip
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,8 +36,7 @@ def run_anchor(anchor: Path, minutes: float, out: Path) -> dict:
     """The anchor for --minutes of training (its own clock: steps only), stopped once it says training is done
     (before its final greedy and beam evaluations, which this does not measure)."""
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, str(anchor), "--budget", str(60 * minutes), "--max_tokens", "3000",
-                                "--warmup", "400", "--eval_every", str(10 * 60 * minutes)], cwd=out,
+    process = subprocess.Popen(anchor_command(anchor, minutes, "--eval_every", f"{10 * 60 * minutes:g}"), cwd=out,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     startup = validation = None
     lines = []
@@ -66,31 +64,12 @@ def run_anchor(anchor: Path, minutes: float, out: Path) -> dict:
 
 def run_ours(name: str, files: dict, minutes: float, settle: float, out: Path, extra: list[str]) -> dict:
     run_dir = out / name.replace(" ", "-")
-    command = [sys.executable, "-m", "seq2seq_lab.cli", "train", "--recipe", str(ROOT / "recipes/de-en-transformer.toml"),
-               "--data", str(files["train.de"]), "--data-target", str(files["train.en"]),
-               "--valid-data", str(files["val.de"]), "--valid-target", str(files["val.en"]),
-               "--max-minutes", str(minutes), "--eval-examples", "8",
-               "--log-every", "10", "--out", str(run_dir), "--fresh", "--no-progress", *extra]
+    command = train_command("recipes/de-en-transformer.toml", files, minutes, run_dir, "--eval-examples", "8",
+                            "--log-every", "10", *extra)
     started = time.perf_counter()
-    # a cold start: a compilation cache of its own, empty (docs/cli.md: the compilation cache)
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(run_dir) + "-jax-cache"}
-    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - started
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    logged = [r for r in records if "tokens_per_s" in r]
-    steady = [r["tokens_per_s"] for r in logged if r["elapsed_s"] > 60 * settle]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    steps, shapes = logged[-1]["step"], summary["batch_shapes"]
-    # the steps on a new batch shape each ran once besides compiling: their compilation is what exceeds a step
-    step_s = (summary["train_seconds"] - summary["new_shape_step_seconds"]) / max(1, steps - shapes)
-    compile_s = summary["new_shape_step_seconds"] - shapes * step_s
-    return {"run": name, "wall_s": wall, "steps": steps, "startup_s": summary["startup_seconds"],
-            "batch_shapes": shapes, "compile_s": compile_s, "train_steps_s": summary["train_seconds"] - compile_s,
-            "validation_s": summary["validation_seconds"], "test_decode_s": summary.get("test_seconds"),
-            "overall_tgt_tokens_per_s": summary.get("tokens_per_s"),
-            "steady_tgt_tokens_per_s": float(np.median(steady)) if steady else None,
-            "steady_spread": [float(np.percentile(steady, 25)), float(np.percentile(steady, 75))] if steady else None,
-            "options": extra}
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True, env=cold_cache(run_dir))
+    split = {k: v for k, v in time_split(run_dir, settle).items() if k != "curve"}
+    return {"run": name, "wall_s": time.perf_counter() - started, **split, "options": extra}
 
 
 def real_token_fractions(files: dict, pack: int, batch_size: int = 128, pad_multiple: int = 4) -> dict:
@@ -113,17 +92,17 @@ def real_token_fractions(files: dict, pack: int, batch_size: int = 128, pad_mult
         plan = BatchPlan(data, config, batch_size, 0, pad_multiple, packing)
         real = {"src": 0, "tgt": 0}
         total = {"src": 0, "tgt": 0}
-        sentences, host_seconds = 0, []
+        sentences, host_seconds, shapes = 0, [], set()
         for step in range(plan.batches_per_epoch):
             started = time.perf_counter()
             batch = plan.batch(step)  # what the training loop does on the host between dispatching two steps
             host_seconds.append(time.perf_counter() - started)
+            shapes.add((batch.src.shape, batch.tgt_in.shape))
             real["src"] += int(batch.src_lengths.sum() if packing is None else (batch.src_segments > 0).sum())
             real["tgt"] += int(batch.tgt_lengths.sum())
             total["src"] += batch.src.size
             total["tgt"] += batch.tgt_in.size
             sentences += len(batch.src) if packing is None else int(batch.src_segments.max(axis=1).sum())
-        shapes = {(plan.batch(s).src.shape, plan.batch(s).tgt_in.shape) for s in range(plan.batches_per_epoch)}
         out[name] = {"real_src": real["src"] / total["src"], "real_tgt": real["tgt"] / total["tgt"],
                      "batches_per_epoch": plan.batches_per_epoch, "sentences_per_batch": sentences / plan.batches_per_epoch,
                      "shapes": len(shapes), "host_ms_per_batch": 1000 * float(np.median(host_seconds)),
