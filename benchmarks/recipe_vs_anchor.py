@@ -22,6 +22,10 @@ there without running anything).
 
 Steady target tokens/s: ours, the median of the logged intervals after the first --settle minutes; the anchor,
 what it reports over all its steps.
+
+`--earlier FILE` (repeatable) adds the runs of an earlier `--json` report, another day's runs side by side, to the
+plot and to the spread: for each setting (the anchor, or a recipe with its options) its runs' steady target
+tokens/s, each as a ratio to the anchor of its own day, and its validation BLEU greedy and with beam 5.
 """
 from __future__ import annotations
 
@@ -161,19 +165,58 @@ def report_anchor(run: dict, work: Path) -> dict:
             "valid_best_by_validation": {k.split()[1]: v for k, v in results.items() if k.startswith("best_val")}}
 
 
+def setting(report: dict) -> str:
+    """What a run trained: `anchor`, or its recipe and options; runs of one setting are repeats."""
+    if report.get("recipe") is None:
+        return "anchor"
+    return " ".join([report["recipe"], *report["options"]])
+
+
+def spread(days: list[list[dict]]) -> list[dict]:
+    """Per setting, over every day's runs (DAYS: each a list of the reports run side by side that day): its
+    steady target tokens/s, each as a ratio to its own day's anchor (None on a day without one), and its
+    validation BLEU greedy and with beam 5, each as a list in the order of the days."""
+    rows: dict[str, dict] = {}
+    for day in days:
+        anchors = [r["steady_tgt_tokens_per_s"] for r in day if setting(r) == "anchor"]
+        for report in day:
+            row = rows.setdefault(setting(report), {"setting": setting(report), "runs": [], "steady_tgt_tokens_per_s": [],
+                                                    "vs_anchor": [], "greedy": [], "beam": []})
+            row["runs"].append(report["run"])
+            row["steady_tgt_tokens_per_s"].append(report["steady_tgt_tokens_per_s"])
+            row["vs_anchor"].append(report["steady_tgt_tokens_per_s"] / anchors[0] if len(anchors) == 1 else None)
+            for decoding in ("greedy", "beam"):
+                row[decoding].append((report["valid"].get(decoding) or {}).get("bleu"))
+    return list(rows.values())
+
+
+def print_spread(rows: list[dict]) -> None:
+    def figures(values, form):
+        return ", ".join("-" if v is None else format(v, form) for v in values)
+    for row in rows:
+        print(f"{row['setting']}: {len(row['runs'])} run(s); steady target tokens/s {figures(row['steady_tgt_tokens_per_s'], ',.0f')}"
+              f" (vs its day's anchor {figures(row['vs_anchor'], '.2f')}); greedy BLEU {figures(row['greedy'], '.2f')};"
+              f" beam BLEU {figures(row['beam'], '.2f')}")
+
+
 def plot(reports: list[dict], path: Path, minutes: float) -> None:
+    """Validation BLEU against minutes, a colour per setting (its repeats share it), a marker per run."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    colours = {}
     for report in reports:
         curve = report["curve"]
         anchor = report["run"].startswith("anchor")
-        ax.plot([p["minutes"] for p in curve], [p["valid_bleu_greedy"] for p in curve], "o--" if anchor else "o-",
+        colour = colours.setdefault(setting(report), f"C{len(colours)}")
+        marker = "osD^v"[sum(setting(r) == setting(report) for r in reports[:reports.index(report)]) % 5]
+        ax.plot([p["minutes"] for p in curve], [p["valid_bleu_greedy"] for p in curve], marker + ("--" if anchor else "-"),
+                color=colour, ms=4,
                 label=report["run"] + (" (torch; minutes of training steps)" if anchor else " (ours; wall minutes)"))
         if report["valid"].get("beam"):
-            ax.plot([curve[-1]["minutes"]], [report["valid"]["beam"]["bleu"]], "*", ms=11, color=ax.lines[-1].get_color())
+            ax.plot([curve[-1]["minutes"]], [report["valid"]["beam"]["bleu"]], "*", ms=11, color=colour)
     ax.set_xlabel("minutes")
     ax.set_ylabel("Multi30k validation BLEU (greedy; star: beam 5)")
     ax.set_xlim(0, minutes * 1.05)
@@ -195,7 +238,15 @@ def main(argv=None) -> int:
     parser.add_argument("--report", action="store_true", help="report the runs already in --work; run nothing")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument("--earlier", type=Path, action="append", default=[],
+                        help="an earlier --json report (another day's runs): its runs join the plot and the spread")
     args = parser.parse_args(argv)
+    earlier = []
+    for path in args.earlier:
+        try:
+            earlier.append(json.loads(path.read_text())["results"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise SystemExit(f"--earlier: expected a report this script wrote with --json, got {path} ({error})")
     args.work.mkdir(parents=True, exist_ok=True)
     reports = []
     for run in args.runs:
@@ -212,14 +263,16 @@ def main(argv=None) -> int:
                 run_ours(run, unzip(args.data_dir, args.work / "data"), args.minutes, args.work)
         reports.append(report_anchor(run, args.work) if anchor else report_ours(run, args.work, args.settle))
         print(json.dumps({k: v for k, v in reports[-1].items() if k != "curve"}), flush=True)
+    rows = spread([*earlier, reports])
+    print_spread(rows)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "minutes": args.minutes,
                                          "command": " ".join(["python", "benchmarks/recipe_vs_anchor.py",
                                                               *(argv if argv is not None else sys.argv[1:])]),
-                                         "results": reports}, indent=1))
+                                         "results": reports, "spread": rows}, indent=1))
     if args.plot is not None:
-        plot(reports, args.plot, args.minutes)
+        plot([*(r for day in earlier for r in day), *reports], args.plot, args.minutes)
     return 0
 
 

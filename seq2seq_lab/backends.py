@@ -28,7 +28,8 @@ class OptimiserSettings:
     clip_norm: float | None = 5.0
     schedule: str = "constant"
     warmup: int = 400
-    decay_steps: int | None = None  # --schedule linear: the rate reaches zero after this update (MATH.md (S5))
+    decay_steps: int | str | None = None  # --schedule linear: the rate reaches zero after this update (MATH.md
+    # (S5)); "fit": after the update the training loop fits to --max-minutes once warm-up is over
     plateau_factor: float = 0.5   # --schedule plateau: the rate is multiplied by this ...
     plateau_patience: int = 2     # ... after this many validations in a row without a better --select-by score
 
@@ -50,6 +51,13 @@ class OptimiserSettings:
             return 1.0
         reduce = evals_since_best > 0 and evals_since_best % self.plateau_patience == 0
         return scale * self.plateau_factor if reduce else scale
+
+    @property
+    def fits_decay(self) -> bool:
+        """A linear schedule whose end the training loop fits to its time budget (decay_steps "fit")."""
+        from seq2seq_ref.optim import FIT
+
+        return self.schedule == "linear" and self.decay_steps == FIT
 
     def slots(self) -> tuple[str, ...]:
         return ("mu", "nu") if self.name == "adam" else ("trace",) if self.momentum else ()

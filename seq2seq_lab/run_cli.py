@@ -13,7 +13,7 @@ from pathlib import Path
 
 from seq2seq_ref.config import OUTPUT_FROM, TIE_EMBEDDINGS
 from seq2seq_ref.decode import DEFAULT_LENGTH_PENALTY
-from seq2seq_ref.optim import SCHEDULES
+from seq2seq_ref.optim import FIT, SCHEDULES
 from seq2seq_ref.registry import CONNECTIONS, DECODERS, ENCODERS
 from seq2seq_ref.validation import check_decode_args
 
@@ -128,9 +128,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                           "--plateau-factor whenever validation stalls)")
     run.add_argument("--warmup", type=positive_int, default=default(OptimiserSettings, "warmup"),
                      help="warm-up steps of --schedule noam and linear")
-    run.add_argument("--decay-steps", type=positive_int, default=None,
-                     help="--schedule linear: the step after which the rate is zero (default: --steps); with "
-                          "--max-minutes, set it to the steps that fit in the time")
+    run.add_argument("--decay-steps", type=decay_steps_arg, default=None,
+                     help="--schedule linear: the step after which the rate is zero (default: --steps); 'fit' "
+                          "(with --max-minutes): the step that the time reaches, fitted once warm-up is over "
+                          "from the time a step has taken, so the run ends as its rate reaches zero on a slow "
+                          "machine as on a fast one (--steps then only caps it)")
     run.add_argument("--plateau-factor", type=float, default=default(OptimiserSettings, "plateau_factor"),
                      help="--schedule plateau: multiply the rate by this after --plateau-patience validations "
                           "without a better --select-by score")
@@ -553,6 +555,16 @@ def int_at_least(low: int):
 
 
 positive_int, non_negative_int = int_at_least(1), int_at_least(0)
+
+
+def decay_steps_arg(text: str) -> int | str:
+    """--decay-steps: an int >= 1, or fit."""
+    if text == FIT:
+        return FIT
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1 or {FIT!r}, got {text!r}") from None
 
 
 def non_negative_float(text: str) -> float:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from seq2seq_ref import ModelConfig
+from seq2seq_ref.optim import fitted_scale
 from seq2seq_ref.registry import DECODERS, ENCODERS
 
 from .recipes import DecodingSettings
@@ -187,6 +188,9 @@ def train(out_dir: str | Path, model: ModelOptions = ModelOptions(), data: DataS
     raises TrainingInterrupted; a second Ctrl-C stops at once.  decoding: how translate and evaluate decode
     with the run unless told otherwise (its recipe's [decoding]), stored in every checkpoint.
     """
+    if optimiser.fits_decay and run.max_minutes is None:
+        raise ValueError("decay_steps: 'fit' ends the linear schedule when --max-minutes runs out, expected "
+                         "--max-minutes with it, got none")
     if model.tie_embeddings == "all" and not data.shared_vocab:
         raise ValueError("tie_embeddings: 'all' makes one matrix the source and the target embedding, so both "
                          "sides need one vocabulary: expected --data with --tokenizer bpe or unigram and "
@@ -289,6 +293,10 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                          + (f"{rows}" if run.pack is None else f"{run.batch_size} (packed into {rows} rows)"))
     batches_per_epoch = plan.batches_per_epoch
     total_steps = run.steps if run.steps is not None else max(1, math.ceil(run.epochs * batches_per_epoch))
+    # --decay-steps fit: the end fitted by the invocation that reached warm-up's end, kept by every later one
+    fitted = checkpoint.meta.get("fitted_decay_steps") if checkpoint is not None and optimiser.fits_decay else None
+    if fitted is not None:
+        total_steps = min(total_steps, fitted)
     if not resume and writer and (aside := move_previous_run(out_dir)) is not None:  # only now: the run is sound
         notify(f"--fresh: moved the previous run in {out_dir} to {aside}")
 
@@ -296,6 +304,7 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
             "data": data.to_json(), "data_files": loaded.files, "optimizer": asdict(optimiser),
             "decoding": decoding.to_json(),
             "seed": run.seed, "batch_size": run.batch_size, "pack": run.pack, "backend": engine.name,
+            "fitted_decay_steps": fitted,
             "rng": {"kind": "stateless: batch order from (seed, epoch), dropout from (seed, step)",
                     "seed": run.seed},
             # one run's identity across its checkpoints (`seq2seq average` refuses to mix runs)
@@ -347,6 +356,13 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                                     "best": best, "evals_since_best": evals_since_best,
                                     "update_scale": update_scale, **extra}, run.keep)
 
+    def scale_of(count: int) -> float:
+        """The factor on update count + 1: the plateau schedule's, or a fitted linear decay's (MATH.md (S5))."""
+        if optimiser.fits_decay:
+            return 1.0 if fitted is None else fitted_scale(count, fitted, optimiser.warmup)
+        return update_scale
+
+    validations = 0
     eta_from = None  # (time, step) after the first logged interval: the ETA leaves out the first compilation
     step, stopped = start, None
     startup_seconds = time.perf_counter() - started
@@ -364,7 +380,7 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                 if step > start:
                     engine.block(loss)  # the steps queued before this one are not its compilation
                 shape_clock = time.perf_counter()
-            params, opt_state, loss = engine.train_step(params, opt_state, batch, run.seed, step, update_scale)
+            params, opt_state, loss = engine.train_step(params, opt_state, batch, run.seed, step, scale_of(step))
             if shape_clock is not None:
                 engine.block(loss)
                 new_shape_seconds += time.perf_counter() - shape_clock
@@ -381,6 +397,18 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                 stopped = f"--max-minutes {run.max_minutes:g} of wall time have passed"
                 notify(f"stopped at step {step}: {stopped}")
                 total_steps = step  # validate and save this step, then stop
+            elif (optimiser.fits_decay and fitted is None and step >= optimiser.warmup
+                  and step % run.log_every == 0 and step - start > len(shapes)):
+                engine.block(loss)  # the time of the steps queued so far
+                seconds_per_step = ((train_seconds + time.perf_counter() - clock - new_shape_seconds)
+                                    / (step - start - len(shapes)))
+                seconds_left = 60 * run.max_minutes - (time.perf_counter() - started)
+                fitted = share(fit_decay_steps(step, seconds_left, seconds_per_step, run.eval_every,
+                                               eval_seconds / validations if validations else 0.0, total_steps)
+                               if writer else None)  # every process decays alike: process 0's clock decides
+                meta["fitted_decay_steps"] = total_steps = bar.total = fitted
+                notify(f"--decay-steps fit: {1000 * seconds_per_step:.0f} ms a step, {seconds_left:.0f} s left of "
+                       f"--max-minutes: the learning rate reaches zero after step {fitted}")
             evaluate_now = step % run.eval_every == 0 or step == total_steps
             if step % run.log_every == 0 or evaluate_now:
                 loss = engine.scalar(loss)  # the only host sync of the loop
@@ -390,7 +418,8 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                 train_seconds += now - clock
                 tokens_trained += tokens_since
                 record = {"step": step, "epoch": round(step / batches_per_epoch, 3), "loss": loss,
-                          "lr": optimiser.learning_rate_at(step - 1) * update_scale, "tokens_per_s": tokens_since / (now - clock),
+                          "lr": optimiser.learning_rate_at(step - 1) * scale_of(step - 1),
+                          "tokens_per_s": tokens_since / (now - clock),
                           "elapsed_s": now - started}
                 tokens_since, clock = 0, now
                 with _saving(metrics_path.name, out_dir):
@@ -405,6 +434,7 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                                                  data.max_len, step) if writer else None)
                 record["elapsed_s"] = time.perf_counter() - started  # wall time of this invocation, validation included
                 valid_accuracy, valid_record = record["valid_exact_match"], record
+                validations += 1
                 with _saving(metrics_path.name, out_dir):
                     log.write(json.dumps(record) + "\n")
                     log.flush()
@@ -461,6 +491,8 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
                "max_len": data.max_len, "valid_exact_match": valid_accuracy, "stopped_early": stopped,
                "checkpoint": str(_newest(out_dir)), "metrics": str(metrics_path)}
     summary["best"] = best
+    if optimiser.fits_decay:
+        summary["fitted_decay_steps"] = fitted
     summary["processes"] = process_count()
     if not writer:  # process 0 tests the model and writes the summary
         return summary
@@ -476,6 +508,25 @@ def _train_locked(out_dir, model, data, run, optimiser, backend, resume, progres
         summary["loss_curve"] = str(plot_loss_curve(metrics_path, out_dir / "loss_curve.png"))
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def fit_decay_steps(step: int, seconds_left: float, seconds_per_step: float, eval_every: int,
+                    seconds_per_validation: float, most: int) -> int:
+    """Where `--decay-steps fit` ends the linear schedule, fitted at `step`: the steps that fit in seconds_left
+    at seconds_per_step, less the validations on the way (every eval_every steps, seconds_per_validation
+    each; the last one, after the time is up, is not counted); at least step, at most `most`."""
+    def validations_before(end: int) -> int:
+        return max(0, (end - 1) // eval_every - step // eval_every)
+
+    end = step + int(max(0.0, seconds_left) // seconds_per_step)
+    # the validations on the way grow with the end: come down from the end without them until the steps and
+    # validations fit
+    while end > step:
+        spare = seconds_left - validations_before(end) * seconds_per_validation
+        if (end - step) * seconds_per_step <= spare:
+            break
+        end = min(end - 1, step + int(max(0.0, spare) // seconds_per_step))
+    return max(step, min(most, end))
 
 
 def _check_positions(config: ModelConfig, encoded: dict, max_len: int) -> None:

@@ -15,6 +15,9 @@ learning-rate schedules (optax.sgd/adam given a schedule; optax.scale_by_schedul
     lr is a float, or a function of c, the number of earlier updates (0 at the first);
     noam (S4): lr(c) = peak min((c + 1) / warmup, sqrt(warmup / (c + 1)))
     linear (S5): lr(c) = peak min((c + 1) / warmup, max(0, (N - c) / (N + 1 - warmup))), N = decay_steps
+    linear with decay_steps "fit": N is not known when training starts (the training loop fits it to a time
+    budget once warm-up is over): lr(c) = peak min((c + 1) / warmup, 1), and the loop multiplies each update
+    by fitted_scale(c) = min(1, max(0, (N - c) / (N + 1 - warmup))), so their product is (S5)'s.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import numpy as np
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "noam", "linear", "plateau")  # plateau: a constant rate here, scaled by the training loop
+FIT = "fit"  # decay_steps of a linear schedule whose end the training loop fits to its time budget
 LearningRate = Union[float, Callable[[int], float]]
 
 
@@ -65,10 +69,21 @@ def linear_schedule(peak: float, warmup: int, decay_steps: int, xp=np) -> Callab
     """
     def schedule(count):
         step = count + 1.0
-        decay = xp.maximum(0.0, (decay_steps + 1.0 - step) / (decay_steps + 1.0 - warmup))
+        decay = 1.0 if decay_steps == FIT else linear_decay(count, decay_steps, warmup, xp)
         return peak * xp.minimum(step / warmup, decay)
 
     return schedule
+
+
+def linear_decay(count, decay_steps: int, warmup: int, xp=np):
+    """(S5)'s decay term max(0, (N - c) / (N + 1 - warmup)) at c = count earlier updates, N = decay_steps."""
+    return xp.maximum(0.0, (decay_steps + 1.0 - (count + 1.0)) / (decay_steps + 1.0 - warmup))
+
+
+def fitted_scale(count: int, decay_steps: int, warmup: int) -> float:
+    """The factor on update count + 1 of a linear schedule with decay_steps "fit", once the loop has fitted N =
+    decay_steps: min(1, (S5)'s decay term), so that peak min((c + 1) / warmup, 1) times it is (S5)'s rate."""
+    return float(min(1.0, linear_decay(count, decay_steps, warmup)))
 
 
 def check_optimizer(name: str, learning_rate: float, momentum: float = 0.0, clip_norm: float | None = None,
@@ -89,9 +104,9 @@ def check_optimizer(name: str, learning_rate: float, momentum: float = 0.0, clip
         raise ValueError(f"beta2: expected a float in (0, 1), got {beta2!r}")
     if schedule != "linear" and decay_steps is not None:
         raise ValueError(f"decay_steps: only schedule 'linear' takes it, got {decay_steps!r} with {schedule!r}")
-    if schedule == "linear" and (isinstance(decay_steps, bool) or not isinstance(decay_steps, (int, np.integer))
-                                 or decay_steps < warmup):
-        raise ValueError(f"decay_steps: expected an int >= warmup ({warmup}) with schedule 'linear', "
+    if schedule == "linear" and decay_steps != FIT and (
+            isinstance(decay_steps, bool) or not isinstance(decay_steps, (int, np.integer)) or decay_steps < warmup):
+        raise ValueError(f"decay_steps: expected an int >= warmup ({warmup}) or {FIT!r} with schedule 'linear', "
                          f"got {decay_steps!r}")
 
 

@@ -71,3 +71,32 @@ def test_report_refuses_a_run_with_no_results_and_a_malformed_run(tmp_path):
         recipe_vs_anchor.main(["--run", "anchor", "--work", str(tmp_path), "--report"])
     with pytest.raises(SystemExit):
         recipe_vs_anchor.main(["--run", "packed", "--work", str(tmp_path), "--report"])
+
+
+def test_earlier_days_join_the_spread_each_run_against_its_own_days_anchor(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for work in (first, second):
+        work.mkdir()
+        write_ours(work, "packed")
+    (first / "anchor.log").write_text(ANCHOR_LOG)
+    (second / "anchor.log").write_text(ANCHOR_LOG.replace("(2161 target tokens/s)", "(1006 target tokens/s)"))
+    runs = ["--run", "anchor", "--run", "packed:recipes/de-en-transformer.toml:--pack=64", "--report"]
+    assert recipe_vs_anchor.main([*runs, "--work", str(first), "--json", str(first / "report.json")]) == 0
+    assert recipe_vs_anchor.main([*runs, "--work", str(second), "--json", str(second / "report.json"),
+                                  "--earlier", str(first / "report.json"), "--plot", str(tmp_path / "both.png")]) == 0
+    report = json.loads((second / "report.json").read_text())
+    assert len(report["results"]) == 2  # this day's runs only; the spread holds both days
+    anchor, packed = report["spread"]
+    assert anchor["setting"] == "anchor" and anchor["steady_tgt_tokens_per_s"] == [2161, 1006]
+    assert anchor["vs_anchor"] == [1, 1] and anchor["beam"] == [27.1, 27.1]
+    assert packed["setting"] == "recipes/de-en-transformer.toml --pack 64" and packed["runs"] == ["packed", "packed"]
+    assert packed["vs_anchor"] == pytest.approx([1006 / 2161, 1.0])  # each day against its own anchor
+    assert packed["greedy"] == [30.25, 30.25] and packed["beam"] == [31.5, 31.5]
+    assert (tmp_path / "both.png").stat().st_size > 0
+
+
+def test_earlier_must_be_a_report_of_this_script(tmp_path):
+    (tmp_path / "notes.json").write_text('{"runs": []}')
+    with pytest.raises(SystemExit, match="--earlier: expected a report this script wrote with --json"):
+        recipe_vs_anchor.main(["--run", "anchor", "--work", str(tmp_path), "--report",
+                               "--earlier", str(tmp_path / "notes.json")])

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from seq2seq_ref.optim import (adam, apply_updates, chain, clip_by_global_norm, global_norm, linear_schedule,
-                               make_optimizer, noam_schedule, sgd)
+from seq2seq_ref.optim import (adam, apply_updates, chain, clip_by_global_norm, fitted_scale, global_norm,
+                               linear_schedule, make_optimizer, noam_schedule, sgd)
 
 
 def test_adam_two_steps_by_hand():
@@ -81,6 +81,19 @@ def test_linear_schedule_warms_up_then_falls_to_zero_at_decay_steps():
     assert linear_schedule(peak, 3, 3)(2) == peak and linear_schedule(peak, 3, 3)(3) == 0.0  # no decay phase
 
 
+def test_a_fitted_linear_schedule_times_its_scale_is_s5_with_the_fitted_end():
+    """decay_steps "fit": warm-up then the peak, times fitted_scale(c, N) once N is fitted, is (S5) with N, at
+    every update (during warm-up the scale is 1: N need not be known yet)."""
+    peak, warmup, decay_steps = 0.5, 4, 10
+    warm = linear_schedule(peak, warmup, "fit")
+    exact = linear_schedule(peak, warmup, decay_steps)
+    for count in range(14):
+        assert warm(count) * fitted_scale(count, decay_steps, warmup) == pytest.approx(exact(count), rel=1e-15,
+                                                                                       abs=0)
+    assert [warm(count) for count in range(6)] == [0.125, 0.25, 0.375, 0.5, 0.5, 0.5]
+    assert [fitted_scale(count, decay_steps, warmup) for count in range(warmup)] == [1.0] * warmup
+
+
 @pytest.mark.parametrize("name", ["adam", "sgd"])
 @pytest.mark.parametrize("kind", ["noam", "linear"])
 def test_a_scheduled_step_is_the_constant_step_at_that_rate(name, kind):
@@ -102,8 +115,10 @@ def test_a_scheduled_step_is_the_constant_step_at_that_rate(name, kind):
 @pytest.mark.parametrize("kwargs, message", [
     ({"schedule": "cosine"}, r"schedule: expected one of \('constant', 'noam', 'linear', 'plateau'\), got 'cosine'"),
     ({"schedule": "noam", "warmup": 0}, r"warmup: expected an int >= 1, got 0"),
-    ({"schedule": "linear", "warmup": 5}, r"decay_steps: expected an int >= warmup \(5\) with schedule 'linear', "
-                                          r"got None"),
+    ({"schedule": "linear", "warmup": 5}, r"decay_steps: expected an int >= warmup \(5\) or 'fit' with schedule "
+                                          r"'linear', got None"),
+    ({"schedule": "linear", "warmup": 5, "decay_steps": "fits"}, r"decay_steps: expected an int .* got 'fits'"),
+    ({"schedule": "noam", "decay_steps": "fit"}, r"decay_steps: only schedule 'linear' takes it, got 'fit'"),
     ({"schedule": "linear", "warmup": 5, "decay_steps": 4}, r"decay_steps: expected an int >= warmup \(5\)"),
     ({"schedule": "linear", "warmup": 5, "decay_steps": 10.0}, r"decay_steps: expected an int .* got 10.0"),
     ({"schedule": "noam", "decay_steps": 10}, r"decay_steps: only schedule 'linear' takes it, got 10 with 'noam'"),

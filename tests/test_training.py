@@ -9,7 +9,7 @@ from seq2seq_lab.backends import OptimiserSettings
 from seq2seq_lab.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
 from seq2seq_lab.cli import main
 from seq2seq_lab.data import DataSettings
-from seq2seq_lab.training import ModelOptions, RunSettings, TrainingDiverged, train
+from seq2seq_lab.training import ModelOptions, RunSettings, TrainingDiverged, fit_decay_steps, train
 from seq2seq_lab.vocab import Vocab
 
 TINY = ModelOptions(embed_dim=8, hidden_dim=16, bidirectional=True, attention="bahdanau")
@@ -278,6 +278,48 @@ def test_train_command_with_the_linear_schedule(tmp_path, capsys):
                  "--out", str(tmp_path / "bad")]) == 2
     assert "decay_steps: only schedule 'linear' takes it, got 8 with 'noam'" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_decay_steps_fit_ends_the_linear_schedule_where_the_time_does(tmp_path, capsys):
+    """--decay-steps fit: once warm-up is over the run fits N to the time left, logs (S5)'s rate with that N, ends
+    at N at the latest, and keeps N when resumed (never refitted); without --max-minutes it is refused."""
+    flags = ["train", "--task", "reverse", "--train-size", "200", "--batch-size", "16", "--embed-dim", "8",
+             "--hidden-dim", "8", "--backend", "numpy", "--no-progress", "--eval-every", "100000", "--log-every",
+             "2", "--schedule", "linear", "--warmup", "2", "--lr", "1e-2", "--decay-steps", "fit", "--steps", "100000"]
+    run = tmp_path / "run"
+    assert main([*flags, "--max-minutes", "0.03", "--out", str(run)]) == 0
+    fitted = json.loads((run / "summary.json").read_text())["fitted_decay_steps"]
+    assert 2 <= fitted < 100000 and f"the learning rate reaches zero after step {fitted}" in capsys.readouterr().err
+    checkpoint = load_checkpoint(list_checkpoints(run)[-1])
+    assert checkpoint.meta["fitted_decay_steps"] == fitted and checkpoint.step <= fitted
+    records = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "lr" in r]
+    for record in records:  # update `step` moved at (S5)'s rate with N = the fitted end
+        step = record["step"]
+        assert record["lr"] == pytest.approx(1e-2 * min(step / 2, max(0, (fitted + 1 - step) / (fitted - 1))),
+                                             rel=1e-12, abs=1e-18)
+    assert main([*flags, "--max-minutes", "5", "--out", str(run)]) == 0  # resumed: the same end, not refitted
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["fitted_decay_steps"] == fitted and summary["steps"] == fitted
+    assert "--decay-steps fit:" not in capsys.readouterr().err
+
+    assert main([*flags, "--out", str(tmp_path / "bad")]) == 2
+    assert ("decay_steps: 'fit' ends the linear schedule when --max-minutes runs out, expected --max-minutes "
+            "with it, got none") in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit):
+        main([*flags[:-4], "--decay-steps", "fits", "--max-minutes", "1", "--out", str(tmp_path / "bad")])
+    assert "--decay-steps: expected an int >= 1 or 'fit', got 'fits'" in capsys.readouterr().err
+
+
+def test_fit_decay_steps_counts_the_time_left_and_the_validations_on_the_way():
+    # 60 s left at 0.5 s a step: 120 steps; a validation of 5 s every 50 steps on the way costs 10 steps each
+    assert fit_decay_steps(100, 60.0, 0.5, 100000, 0.0, 10**6) == 220
+    # validations every 50 steps, 5 s each: to step 200, one on the way (150) and 55 s in all; any later end
+    # takes the one at 200 too, and 201 steps' time plus two validations is over 60 s
+    assert fit_decay_steps(100, 60.0, 0.5, 50, 5.0, 10**6) == 200
+    assert fit_decay_steps(100, 60.0, 0.5, 50, 0.0, 10**6) == 220
+    assert fit_decay_steps(100, 60.0, 0.5, 100000, 0.0, 150) == 150  # --steps caps it
+    assert fit_decay_steps(100, -3.0, 0.5, 100000, 0.0, 10**6) == 100  # no time left: the rate is zero from here
 
 
 def test_the_numpy_backend_keeps_freed_memory(monkeypatch):
