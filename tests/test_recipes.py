@@ -28,6 +28,7 @@ def test_a_flag_overrides_the_recipe_and_the_rest_comes_from_it():
     args = with_recipe(train_parser(), ["--recipe", str(recipe), "--lr", "5e-4", "--no-progress"])
     assert args.lr == 5e-4 and args.hidden_dim == 256 and args.schedule == "linear" and args.shared_vocab is True
     assert args.decoding == DecodingSettings(beam=5, length_penalty=1.4)
+    assert args.pack == 64 and args.decay_steps == "fit" and args.max_minutes == 30  # its end fitted to the time
 
 
 @pytest.mark.parametrize("text,message", [
@@ -36,6 +37,7 @@ def test_a_flag_overrides_the_recipe_and_the_rest_comes_from_it():
     ("[model]\nencoder = 'rnn'\n", "encoder: expected one of"),
     ("[training]\nsteps = 'many'\n", "steps: expected an int, got 'many'"),
     ("[training]\nwarmup = 0\n", "warmup: expected an int >= 1, got 0"),
+    ("[training]\ndecay-steps = 'fits'\n", "decay-steps: expected an int >= 1 or 'fit', got 'fits'"),
     ("[data]\nshared-vocab = 1\n", "shared-vocab: expected true or false"),
     ("[decoding]\nbeam = 0\n", "beam: expected an int >= 1"),
     ("[decoding]\nearly-stop = 'yes'\n", "early_stop: expected True or False"),
