@@ -166,10 +166,13 @@ def report_anchor(run: dict, work: Path) -> dict:
 
 
 def setting(report: dict) -> str:
-    """What a run trained: `anchor`, or its recipe and options; runs of one setting are repeats."""
+    """What a run trained: `anchor`, or its recipe and options; runs of one setting are repeats, whatever their
+    --seed (another seed is another repeat)."""
     if report.get("recipe") is None:
         return "anchor"
-    return " ".join([report["recipe"], *report["options"]])
+    options = report["options"]
+    kept = [o for i, o in enumerate(options) if o != "--seed" and (i == 0 or options[i - 1] != "--seed")]
+    return " ".join([report["recipe"], *kept])
 
 
 def spread(days: list[list[dict]]) -> list[dict]:

@@ -102,7 +102,7 @@ def loss_and_grads(params, config: ModelConfig, batch, dropout_rng=None, *, comp
 def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, momentum: float = 0.9,
                    clip_norm: float | None = None, schedule: str = "constant",
                    warmup: int = 1, beta2: float = 0.999,
-                   decay_steps: int | None = None) -> optax.GradientTransformation:
+                   decay_steps: int | str | None = None) -> optax.GradientTransformation:
     """optax.adam (second-moment decay beta2) or optax.sgd (with momentum) at a scheduled learning rate
     (seq2seq_ref.optim.SCHEDULES: the reference's formula over jax.numpy), after optax.clip_by_global_norm when
     clip_norm is set."""

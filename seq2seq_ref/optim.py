@@ -59,7 +59,7 @@ def noam_schedule(peak: float, warmup: int, xp=np) -> Callable:
     return schedule
 
 
-def linear_schedule(peak: float, warmup: int, decay_steps: int, xp=np) -> Callable:
+def linear_schedule(peak: float, warmup: int, decay_steps: int | str, xp=np) -> Callable:
     """(S5) Linear warm-up to peak at update `warmup`, then linear decay to zero after update `decay_steps`.
 
     For a run of known length, decaying to zero beats 1/sqrt decay at the same budget (Li, Yumer &
@@ -88,7 +88,7 @@ def fitted_scale(count: int, decay_steps: int, warmup: int) -> float:
 
 def check_optimizer(name: str, learning_rate: float, momentum: float = 0.0, clip_norm: float | None = None,
                     schedule: str = "constant", warmup: int = 1, beta2: float = 0.999,
-                    decay_steps: int | None = None) -> None:
+                    decay_steps: int | str | None = None) -> None:
     """The settings of make_optimizer, in both backends: a ValueError naming the first bad one."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {name!r}")
@@ -111,7 +111,7 @@ def check_optimizer(name: str, learning_rate: float, momentum: float = 0.0, clip
 
 
 def learning_rate_schedule(learning_rate: float, schedule: str = "constant", warmup: int = 1, xp=np,
-                           decay_steps: int | None = None) -> LearningRate:
+                           decay_steps: int | str | None = None) -> LearningRate:
     """The noam or linear schedule function peaking at learning_rate; a float for 'constant' (and 'plateau',
     whose factor the training loop applies to the updates, as validation decides it)."""
     if schedule == "noam":
@@ -123,7 +123,7 @@ def learning_rate_schedule(learning_rate: float, schedule: str = "constant", war
 
 def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, momentum: float = 0.9,
                    clip_norm: float | None = None, schedule: str = "constant", warmup: int = 1, beta2: float = 0.999,
-                   decay_steps: int | None = None):
+                   decay_steps: int | str | None = None):
     """adam (its second-moment decay beta2) or sgd (with momentum) at a scheduled learning rate, after
     clip_by_global_norm when clip_norm is set; the same chain as seq2seq_jax.make_optimizer, so their states
     convert one to one."""

@@ -80,16 +80,20 @@ def test_earlier_days_join_the_spread_each_run_against_its_own_days_anchor(tmp_p
         write_ours(work, "packed")
     (first / "anchor.log").write_text(ANCHOR_LOG)
     (second / "anchor.log").write_text(ANCHOR_LOG.replace("(2161 target tokens/s)", "(1006 target tokens/s)"))
-    runs = ["--run", "anchor", "--run", "packed:recipes/de-en-transformer.toml:--pack=64", "--report"]
-    assert recipe_vs_anchor.main([*runs, "--work", str(first), "--json", str(first / "report.json")]) == 0
-    assert recipe_vs_anchor.main([*runs, "--work", str(second), "--json", str(second / "report.json"),
+    runs = ["--run", "anchor", "--report"]
+    assert recipe_vs_anchor.main([*runs, "--run", "packed:recipes/de-en-transformer.toml:--pack=64", "--work",
+                                  str(first), "--json", str(first / "report.json")]) == 0
+    (second / "packed").rename(second / "seeded")  # another seed is a repeat of the same setting
+    (second / "packed.eval.json").rename(second / "seeded.eval.json")
+    assert recipe_vs_anchor.main([*runs, "--run", "seeded:recipes/de-en-transformer.toml:--seed=1,--pack=64",
+                                  "--work", str(second), "--json", str(second / "report.json"),
                                   "--earlier", str(first / "report.json"), "--plot", str(tmp_path / "both.png")]) == 0
     report = json.loads((second / "report.json").read_text())
     assert len(report["results"]) == 2  # this day's runs only; the spread holds both days
     anchor, packed = report["spread"]
     assert anchor["setting"] == "anchor" and anchor["steady_tgt_tokens_per_s"] == [2161, 1006]
     assert anchor["vs_anchor"] == [1, 1] and anchor["beam"] == [27.1, 27.1]
-    assert packed["setting"] == "recipes/de-en-transformer.toml --pack 64" and packed["runs"] == ["packed", "packed"]
+    assert packed["setting"] == "recipes/de-en-transformer.toml --pack 64" and packed["runs"] == ["packed", "seeded"]
     assert packed["vs_anchor"] == pytest.approx([1006 / 2161, 1.0])  # each day against its own anchor
     assert packed["greedy"] == [30.25, 30.25] and packed["beam"] == [31.5, 31.5]
     assert (tmp_path / "both.png").stat().st_size > 0

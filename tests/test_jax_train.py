@@ -66,13 +66,15 @@ def test_train_step_with_sgd_momentum_equals_the_reference():
     _run_both(sgd(0.1, momentum=0.9), seq2seq_jax.make_optimizer("sgd", 0.1, momentum=0.9))
 
 
-# each schedule and each optimiser once (the schedule scales whatever update the optimiser computes)
-@pytest.mark.parametrize("name,schedule", [("adam", "noam"), ("sgd", "linear")])
-def test_train_step_under_a_schedule_equals_the_reference(name, schedule):
+# each schedule and each optimiser once (the schedule scales whatever update the optimiser computes); a linear
+# schedule whose end is fitted later (decay_steps "fit") is its warm-up, then the peak, in both
+@pytest.mark.parametrize("name,schedule,decay_steps", [("adam", "noam", None), ("sgd", "linear", 5),
+                                                       ("adam", "linear", "fit")])
+def test_train_step_under_a_schedule_equals_the_reference(name, schedule, decay_steps):
     """Six steps through warm-up (3 steps), the peak and the decay (linear: to zero after step 5, so the sixth
     update is zero): optax's schedule count against the reference's."""
     settings = {"name": name, "learning_rate": 1e-2, "momentum": 0.9, "clip_norm": 0.5, "schedule": schedule,
-                "warmup": 3, "beta2": 0.98, "decay_steps": 5 if schedule == "linear" else None}
+                "warmup": 3, "beta2": 0.98, "decay_steps": decay_steps}
     _run_both(make_reference_optimizer(**settings), seq2seq_jax.make_optimizer(**settings), steps=6)
 
 
