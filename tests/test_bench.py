@@ -48,16 +48,16 @@ def test_flop_count_of_gru_and_multihead():
 
 
 
-def test_the_multi30k_config_is_the_lstm_recipes_step():
-    """`--config multi30k` times the step of recipes/de-en-lstm.toml: its widths, joint vocabulary and batch."""
+def test_the_lstm_recipe_config_is_the_lstm_recipes_step():
+    """`--config lstm-recipe` times the step of recipes/de-en-lstm.toml: its widths, joint vocabulary and batch."""
     import tomllib
     from pathlib import Path
     recipe = tomllib.loads((Path(__file__).parents[1] / "recipes/de-en-lstm.toml").read_text())
-    config = CONFIGS["multi30k"].model(recipe["model"]["attention"], recipe["model"]["encoder"])
+    config = CONFIGS["lstm-recipe"].model(recipe["model"]["attention"], recipe["model"]["encoder"])
     assert (config.embed_dim, config.hidden_dim, config.bidirectional, config.num_layers) == (
         recipe["model"]["embed-dim"], recipe["model"]["hidden-dim"], recipe["model"]["bidirectional"], 1)
     assert config.src_vocab_size == config.tgt_vocab_size == recipe["data"]["vocab-size"]
-    assert CONFIGS["multi30k"].batch == recipe["training"]["batch-size"]
+    assert CONFIGS["lstm-recipe"].batch == recipe["training"]["batch-size"]
     assert recipe["model"]["decoder"] == recipe["model"]["encoder"]
 
 

@@ -56,7 +56,7 @@ CONFIGS = {
     "large": BenchConfig("large", batch=256, embed=512, hidden=1024, vocab=256, src_len=50, tgt_len=50, layers=2),
     # the Multi30k LSTM recipe's step (recipes/de-en-lstm.toml): a bidirectional encoder, 6,000 pieces, the
     # widths of a typical bucketed batch
-    "multi30k": BenchConfig("multi30k", batch=128, embed=256, hidden=256, vocab=6000, src_len=20, tgt_len=16,
+    "lstm-recipe": BenchConfig("lstm-recipe", batch=128, embed=256, hidden=256, vocab=6000, src_len=20, tgt_len=16,
                             bidirectional=True),
     # for the test suite: the harness end to end in a second
     "tiny": BenchConfig("tiny", batch=4, embed=8, hidden=8, vocab=16, src_len=5, tgt_len=4),
